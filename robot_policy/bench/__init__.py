@@ -1,0 +1,1 @@
+"""Benchmarks: one module per ``robot-policy bench NAME`` (see ``robot_policy/cli/bench.py``)."""

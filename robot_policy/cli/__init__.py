@@ -1,0 +1,1 @@
+"""The ``robot-policy`` command. One module per command group; see ``main.py``."""

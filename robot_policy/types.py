@@ -1,0 +1,66 @@
+"""Core data types shared by every layer: numpy arrays plus capture timestamps.
+
+All timestamps are seconds on one monotonic clock (``time.monotonic()`` in a live system,
+simulated time in MuJoCo). "Time is data": a value without its capture time is not trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One camera image."""
+
+    image: np.ndarray
+    """uint8 HxWx3 RGB (or HxW uint16 depth in millimetres)."""
+    stamp: float
+    """Capture time in seconds on the shared clock (not arrival time)."""
+    camera: str = "camera"
+    """Camera name, as in ``/<camera>/color/image_raw``."""
+
+
+@dataclass
+class JointState:
+    """Arm joint state at one instant."""
+
+    position: np.ndarray
+    """Joint positions (rad or m), float64, in the order of ``names``."""
+    stamp: float
+    """Capture time in seconds on the shared clock."""
+    velocity: np.ndarray | None = None
+    """Joint velocities, same order as ``position``; None when the driver does not report them."""
+    names: tuple[str, ...] = ()
+    """Joint names from the hardware config."""
+
+
+@dataclass
+class Observation:
+    """What a policy sees: named arrays with the capture time of each."""
+
+    values: dict[str, np.ndarray]
+    """Key -> array. Low-dim keys are float32 (D,) ; image keys are uint8 (H,W,3)."""
+    stamps: dict[str, float] = field(default_factory=dict)
+    """Key -> capture time (seconds). Used to drop stale inputs."""
+
+
+@dataclass
+class ActionChunk:
+    """A sequence of actions, each meant to execute at a given time."""
+
+    actions: np.ndarray
+    """float32 (T, action_dim): absolute joint-position targets plus gripper by default."""
+    start_time: float = 0.0
+    """Time (seconds, shared clock) at which ``actions[0]`` is meant to execute."""
+    dt: float = 0.1
+    """Seconds between consecutive actions (1 / control rate)."""
+
+    def times(self) -> np.ndarray:
+        """Execution time of every action."""
+        return self.start_time + self.dt * np.arange(len(self.actions))
+
+    def __len__(self) -> int:
+        return len(self.actions)
