@@ -1,0 +1,112 @@
+"""Robot setup configs: one ``hardware/*.yaml`` per robot (arm backend, joints, limits, cameras, rates).
+
+The same file drives the simulated robot node, the safety layer and (later) real drivers, so a
+joint limit is written once. Load with :func:`load_hardware_config`; unknown keys are rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robot_policy.config import ConfigError, load_config
+
+# Repository root (where ``hardware/`` lives) for resolving short names like "sim_tabletop".
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class CameraConfig:
+    """One camera stream, published as ``/<name>/color/image_raw`` (realsense2_camera naming)."""
+
+    name: str
+    """Camera name: topic prefix and the ``<name>_rgb`` observation key."""
+    width: int = 84
+    """Image width in pixels."""
+    height: int = 84
+    """Image height in pixels."""
+    fps: float = 30.0
+    """Frame rate (Hz). The simulated robot renders at most once per control step."""
+    depth: bool = False
+    """Also publish ``/<name>/depth/image_rect_raw`` (16UC1, millimetres)."""
+    serial: str = ""
+    """Device serial number for real cameras (empty in simulation)."""
+    backend: str = "sim"
+    """Camera driver backend name (``sim`` renders from the MuJoCo scene)."""
+
+
+@dataclass
+class HardwareConfig:
+    """A robot setup: which arm, its joints and limits, its cameras and its rates."""
+
+    name: str
+    """Setup name, stored with every recorded episode (``robot`` in the dataset)."""
+    arm: str = "sim"
+    """Arm driver backend (``sim`` runs a MuJoCo task in-process)."""
+    task: str = "tabletop"
+    """Simulation task for the ``sim`` backend (see ``robot_policy.sim.list_tasks``)."""
+    joint_names: list[str] = field(default_factory=list)
+    """Arm joint names in command order (excluding the gripper)."""
+    position_lower: list[float] = field(default_factory=list)
+    """Lower joint-position limits (rad or m), one per joint."""
+    position_upper: list[float] = field(default_factory=list)
+    """Upper joint-position limits (rad or m), one per joint."""
+    velocity_limits: list[float] = field(default_factory=list)
+    """Maximum joint speed (rad/s or m/s), one per joint: commanded targets move no faster."""
+    gripper_joint: str | None = "gripper"
+    """Name of the gripper command (last command entry, in [-1 open, 1 closed]); null: no gripper."""
+    control_hz: float = 20.0
+    """Control rate (Hz): command execution and ``/joint_states`` publishing."""
+    watchdog_timeout: float = 0.5
+    """Seconds without a fresh command after which the arm holds its current position."""
+    cameras: list[CameraConfig] = field(default_factory=list)
+    """Camera streams."""
+    description: str = ""
+    """Robot description file (MJCF/URDF) relative to the repository, for tools that draw the robot."""
+
+    def __post_init__(self):
+        n = len(self.joint_names)
+        if n == 0:
+            raise ConfigError(f"hardware config '{self.name}': joint_names is empty; list the arm joints")
+        for fname in ("position_lower", "position_upper", "velocity_limits"):
+            if len(getattr(self, fname)) != n:
+                raise ConfigError(
+                    f"hardware config '{self.name}': {fname} has {len(getattr(self, fname))} entries "
+                    f"but there are {n} joint_names; give one value per joint"
+                )
+        for j, lo, hi in zip(self.joint_names, self.position_lower, self.position_upper):
+            if not lo < hi:
+                raise ConfigError(f"hardware config '{self.name}': joint {j} has lower {lo} >= upper {hi}")
+        if any(v <= 0 for v in self.velocity_limits):
+            raise ConfigError(f"hardware config '{self.name}': velocity_limits must be > 0")
+        if self.control_hz <= 0 or self.watchdog_timeout <= 0:
+            raise ConfigError(f"hardware config '{self.name}': control_hz and watchdog_timeout must be > 0")
+
+    @property
+    def command_names(self) -> list[str]:
+        """Names of the command vector entries: arm joints, then the gripper if any."""
+        return list(self.joint_names) + ([self.gripper_joint] if self.gripper_joint else [])
+
+    @property
+    def command_dim(self) -> int:
+        """Length of a command (arm joints plus gripper)."""
+        return len(self.command_names)
+
+
+def resolve_hardware_path(name_or_path: str | Path) -> Path:
+    """``sim_tabletop`` -> ``<repo>/hardware/sim_tabletop.yaml``; paths are returned as they are."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    for root in (Path.cwd(), _REPO_ROOT):
+        cand = root / "hardware" / f"{name_or_path}.yaml"
+        if cand.exists():
+            return cand
+    raise ConfigError(
+        f"no hardware config '{name_or_path}': give a path to a YAML file or a name from hardware/*.yaml"
+    )
+
+
+def load_hardware_config(name_or_path: str | Path) -> HardwareConfig:
+    """Load a hardware YAML (by path or by short name under ``hardware/``)."""
+    return load_config(HardwareConfig, resolve_hardware_path(name_or_path))
