@@ -1,0 +1,451 @@
+"""Crash-safe episode store in Diffusion Policy's zarr ReplayBuffer layout.
+
+Layout (zarr format 3 or 2)::
+
+    <path>/data/<key>          (T_total, *shape) arrays concatenated over time, chunked along time
+    <path>/meta/episode_ends   int64 exclusive ends: episode i is frames [ends[i-1], ends[i])
+    <path>/meta  (attrs)       "episodes": [per-episode metadata dict, ...]
+    <path>       (attrs)       "robot_policy": {format_version, schema, fps, robot, pending}
+
+Commit protocol (see docs/store.md): frames of an open episode are written to ``data/*`` past
+the last committed end, where nobody looks; the episode's metadata entry is written next; the
+last write of a commit replaces ``meta/episode_ends``'s metadata file (atomic rename), which is
+what makes the episode visible. Data past ``episode_ends[-1]`` is an uncommitted tail:
+ignored by readers, truncated by the next writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robot_policy.data import _zarr_io as zio
+from robot_policy.data.schema import KeySpec, check_meta, coerce_schema, validate_frames
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+ATTR = "robot_policy"
+STATS_ATTR = "robot_policy_stats"
+# Buffered frames of an open episode are written to disk once a key holds this many bytes
+# (images stream out every ~16 frames at 640x480; low-dim keys usually wait for commit).
+FLUSH_BYTES = 16 << 20
+IMAGE_STATS_MAX_FRAMES = 512
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (wrong mode, no such episode, writer busy...)."""
+
+
+class EpisodeStore:
+    """Episodes of synchronized frames on disk; see the module docstring for the layout."""
+
+    def __init__(self, group, path: str, mode: str) -> None:
+        self._group = group
+        self.path = str(path)
+        self.mode = mode
+        self._writer: EpisodeWriter | None = None
+        self._load()
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        schema: dict,
+        fps: float,
+        robot: str | None = None,
+        zarr_format: int = 3,
+        overwrite: bool = False,
+        image_codec: str = "blosc",
+        attrs: dict | None = None,
+    ) -> EpisodeStore:
+        """Create an empty store. Errors if ``path`` exists unless ``overwrite=True``.
+
+        ``image_codec`` applies to uint8 (H, W[, C]) keys without their own ``KeySpec.codec``:
+        "blosc" (lossless, default), "jpegxl" (lossless, smaller, slower to decode),
+        "jpegxl-lossy" (quality 95), "jpeg2k" (lossy, Diffusion Policy's choice).
+        """
+        schema = coerce_schema(schema)
+        if zarr_format not in (2, 3):
+            raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
+        if image_codec not in zio.IMAGE_CODECS:
+            raise ValueError(f"image_codec {image_codec!r} unknown; choose one of {zio.IMAGE_CODECS}")
+        if not (isinstance(fps, int | float) and fps > 0 and np.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        p = Path(path)
+        if p.exists():
+            if not overwrite:
+                raise FileExistsError(
+                    f"{p} already exists; pass overwrite=True to replace it or open it with EpisodeStore.open(path, 'a')"
+                )
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        import zarr
+
+        zio.register_codecs()
+        root = zarr.open_group(str(p), mode="w", zarr_format=zarr_format)
+        data = root.create_group("data")
+        meta = root.create_group("meta")
+        for key, spec in schema.items():
+            codec = spec.codec or (
+                image_codec if zio.is_image_spec(spec.dtype, spec.shape) else zio.LOWDIM_CODEC
+            )
+            if codec != "blosc" and not zio.is_image_spec(spec.dtype, spec.shape):
+                raise ValueError(
+                    f"key {key!r}: codec {codec!r} needs a uint8 (H, W[, C]) image key, got {spec.dtype} {spec.shape}"
+                )
+            spec.codec = codec
+            zio.create_data_array(data, key, spec.dtype, spec.shape, codec, zarr_format)
+        zio.create_episode_ends(meta, zarr_format)
+        meta.attrs["episodes"] = []
+        root.attrs[ATTR] = {
+            "format_version": FORMAT_VERSION,
+            "fps": float(fps),
+            "robot": robot,
+            "schema": {k: s.to_json() for k, s in schema.items()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "pending": None,
+            **({"attrs": attrs} if attrs else {}),
+        }
+        return cls(zio.open_group(str(p), "r+"), str(p), "a")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
+        """Open an existing store: ``"r"`` read-only, ``"a"`` to add episodes.
+
+        Works on hand-made Diffusion Policy stores (only ``data/`` and ``meta/episode_ends``,
+        zarr format 2 or 3). Opening with ``"a"`` truncates an uncommitted tail left by a
+        writer that crashed.
+        """
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"no episode store at {p}")
+        try:
+            group = zio.open_group(str(p), "r" if mode == "r" else "r+")
+        except Exception as e:  # zarr raises several types for "not a group"
+            raise StoreError(f"{p} is not a zarr group ({e})") from e
+        store = cls(group, str(p), mode)
+        if mode == "a":
+            store._recover()
+        return store
+
+    def _load(self) -> None:
+        g = self._group
+        if "data" not in g or "meta" not in g or "episode_ends" not in g["meta"]:
+            raise StoreError(
+                f"{self.path} is not an episode store: it needs data/<key> arrays and meta/episode_ends (Diffusion Policy layout)"
+            )
+        self._data = {k: a for k, a in g["data"].arrays()}
+        self._ends_arr = g["meta"]["episode_ends"]
+        self._ends = np.asarray(self._ends_arr[:], dtype=np.int64)
+        info = dict(g.attrs.get(ATTR) or {})
+        self._info = info
+        if "schema" in info:
+            self._schema = {k: KeySpec.from_json(v) for k, v in info["schema"].items()}
+        else:  # hand-made store: infer per-frame dtype and shape from the arrays themselves
+            self._schema = {
+                k: KeySpec(dtype=a.dtype.name, shape=tuple(a.shape[1:]))
+                for k, a in sorted(self._data.items())
+            }
+        self._meta_list = list(g["meta"].attrs.get("episodes", []) or [])
+        self.zarr_format = g.metadata.zarr_format
+
+    def _recover(self) -> None:
+        """Drop an uncommitted tail (partial episode of a crashed writer): truncate to the last end."""
+        end = self.num_frames
+        tails = {k: a.shape[0] - end for k, a in self._data.items() if a.shape[0] > end}
+        pending = self._info.get("pending")
+        if tails or pending:
+            if tails:
+                log.warning(
+                    "%s: discarding an uncommitted partial episode (%s frames past the last commit)",
+                    self.path,
+                    max(tails.values()),
+                )
+            for k in tails:
+                self._data[k].resize((end, *self._data[k].shape[1:]))
+            self._set_pending(None)
+
+    def _set_pending(self, value) -> None:
+        if ATTR not in self._group.attrs and value is None:
+            return
+        info = dict(self._group.attrs.get(ATTR) or {})
+        info["pending"] = value
+        self._group.attrs[ATTR] = info
+        self._info = info
+
+    def refresh(self) -> None:
+        """Re-read episode ends and metadata (another process may have committed episodes)."""
+        self._group = zio.open_group(self.path, "r" if self.mode == "r" else "r+")
+        self._load()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def schema(self) -> dict[str, KeySpec]:
+        return dict(self._schema)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self._schema)
+
+    @property
+    def fps(self) -> float | None:
+        return self._info.get("fps")
+
+    @property
+    def robot(self) -> str | None:
+        return self._info.get("robot")
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self._ends.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(self._ends, prepend=0)
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({self.path!r}, episodes={self.num_episodes}, frames={self.num_frames}, keys={self.keys})"
+
+    def array(self, key: str):
+        """The raw zarr array ``data/<key>`` (may hold an uncommitted tail past num_frames)."""
+        return self._data[key]
+
+    # ------------------------------------------------------------------ reading
+    def episode_slice(self, i: int) -> slice:
+        n = self.num_episodes
+        if not -n <= i < n:
+            raise IndexError(f"episode {i} out of range: the store has {n} episodes")
+        i %= n
+        start = int(self._ends[i - 1]) if i > 0 else 0
+        return slice(start, int(self._ends[i]))
+
+    def get_episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        s = self.episode_slice(i)
+        return {k: np.asarray(self._data[k][s]) for k in (keys or self.keys)}
+
+    def episode_meta(self, i: int) -> dict:
+        s = self.episode_slice(i)  # range check
+        i %= self.num_episodes
+        meta = dict(self._meta_list[i]) if i < len(self._meta_list) else {}
+        # Diffusion Policy-style per-episode arrays under meta/ (one value per episode)
+        for name, arr in self._group["meta"].arrays():
+            if (
+                name != "episode_ends"
+                and arr.ndim == 1
+                and arr.shape[0] == self.num_episodes
+                and name not in meta
+            ):
+                meta[name] = np.asarray(arr[i]).item()
+        del s
+        return meta
+
+    def episodes_meta(self) -> list[dict]:
+        return [self.episode_meta(i) for i in range(self.num_episodes)]
+
+    # ------------------------------------------------------------------ writing
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise StoreError(
+                f"{self.path} is open read-only; use EpisodeStore.open(path, mode='a') to add episodes"
+            )
+
+    def begin_episode(self, meta: dict | None = None) -> EpisodeWriter:
+        """Start streaming an episode; nothing is visible until ``commit()``."""
+        self._check_writable()
+        if self._writer is not None:
+            raise StoreError("another episode is open on this store; commit() or discard() it first")
+        self._recover()
+        w = EpisodeWriter(self, check_meta(meta, self.num_episodes))
+        self._writer = w
+        self._set_pending({"start": self.num_frames, "since": time.time(), "pid": os.getpid()})
+        return w
+
+    def add_episode(self, frames: dict[str, np.ndarray], meta: dict | None = None) -> int:
+        """Validate and write a whole episode ``{key: (T, *shape)}``; returns its index."""
+        self._check_writable()
+        validate_frames(self._schema, frames, self.num_episodes, batched=True)
+        check_meta(meta, self.num_episodes)
+        w = self.begin_episode(meta)
+        try:
+            w.extend(frames)
+            return w.commit()
+        except BaseException:
+            if not w.closed:
+                w.discard()
+            raise
+
+    def _commit(self, n_new: int, meta: dict) -> int:
+        idx = self.num_episodes
+        new_end = self.num_frames + n_new
+        metas = self._meta_list[:idx] + [{}] * max(0, idx - len(self._meta_list))
+        metas.append(meta)
+        # Written before the commit point; an entry past num_episodes is ignored by readers.
+        self._group["meta"].attrs["episodes"] = metas
+        zio.append_commit_value(self._ends_arr, new_end)  # <- commit point
+        self._ends = np.append(self._ends, np.int64(new_end))
+        self._meta_list = metas
+        self._set_pending(None)
+        return idx
+
+    # ------------------------------------------------------------------ statistics
+    def _stats_digest(self) -> str:
+        return hashlib.sha1(self._ends.tobytes()).hexdigest()
+
+    def stats(self, keys: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Per-key min/max/mean/std, computed once and cached in the store's attributes.
+
+        Low-dim keys: per element over all committed frames. Image keys: per channel, over up
+        to 512 evenly spaced frames (decoding every frame of a long dataset costs minutes).
+        The cache is keyed by a digest of ``episode_ends`` and recomputed when episodes change.
+        """
+        keys = list(keys or self.keys)
+        digest = self._stats_digest()
+        cached = self._group.attrs.get(STATS_ATTR) or {}
+        if cached.get("digest") != digest:
+            cached = {"digest": digest, "keys": {}}
+        todo = [k for k in keys if k not in cached["keys"]]
+        for k in todo:
+            cached["keys"][k] = _compute_stats(self._data[k], self.num_frames, self._schema[k])
+        if todo and self.mode == "a" and self._writer is None:
+            self._group.attrs[STATS_ATTR] = cached
+        return {k: {s: np.asarray(v, dtype=np.float32) for s, v in cached["keys"][k].items()} for k in keys}
+
+
+def _compute_stats(arr, n: int, spec: KeySpec) -> dict[str, list]:
+    if n == 0:
+        raise StoreError("the store has no episodes: statistics need at least one committed frame")
+    if zio.is_image_spec(spec.dtype, spec.shape):
+        idx = np.unique(np.linspace(0, n - 1, min(n, IMAGE_STATS_MAX_FRAMES)).astype(np.int64))
+        x = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float64)
+        x = x.reshape(-1, spec.shape[2] if len(spec.shape) == 3 else 1)
+        return {
+            "min": x.min(0).tolist(),
+            "max": x.max(0).tolist(),
+            "mean": x.mean(0).tolist(),
+            "std": x.std(0).tolist(),
+        }
+    # Chunked accumulation keeps memory flat on long datasets.
+    step = max(1, (64 << 20) // max(1, int(np.prod(spec.shape, dtype=np.int64)) * 8))
+    cnt, s1, s2, lo, hi = 0, 0.0, 0.0, None, None
+    for a in range(0, n, step):
+        x = np.asarray(arr[a : min(n, a + step)], dtype=np.float64)
+        cnt += x.shape[0]
+        s1 = s1 + x.sum(0)
+        s2 = s2 + (x * x).sum(0)
+        lo = x.min(0) if lo is None else np.minimum(lo, x.min(0))
+        hi = x.max(0) if hi is None else np.maximum(hi, x.max(0))
+    mean = s1 / cnt
+    std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
+    return {k: np.asarray(v).tolist() for k, v in (("min", lo), ("max", hi), ("mean", mean), ("std", std))}
+
+
+class EpisodeWriter:
+    """Streams frames of one episode; ``commit()`` makes it visible, ``discard()`` drops it."""
+
+    def __init__(self, store: EpisodeStore, meta: dict) -> None:
+        self._store = store
+        self._meta = meta
+        self.episode = store.num_episodes
+        self._start = store.num_frames
+        self._buf: dict[str, list[np.ndarray]] = {k: [] for k in store.keys}
+        self._buf_bytes = dict.fromkeys(store.keys, 0)
+        self._written = dict.fromkeys(store.keys, 0)  # frames already flushed to disk per key
+        self.num_frames = 0
+        self.closed = False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(
+                "this episode was already committed or discarded; call store.begin_episode() again"
+            )
+
+    def append(self, frame: dict[str, np.ndarray]) -> None:
+        """Add one frame ``{key: array(*shape)}`` (validated before anything is buffered)."""
+        self._check_open()
+        validate_frames(self._store._schema, frame, self.episode, batched=False, frame_offset=self.num_frames)
+        self._push({k: np.asarray(v)[None] for k, v in frame.items()})
+
+    def extend(self, frames: dict[str, np.ndarray]) -> None:
+        """Add ``n`` frames ``{key: array(n, *shape)}``."""
+        self._check_open()
+        validate_frames(self._store._schema, frames, self.episode, batched=True, frame_offset=self.num_frames)
+        self._push({k: np.asarray(v) for k, v in frames.items()})
+
+    def _push(self, frames: dict[str, np.ndarray]) -> None:
+        n = 0
+        for k, v in frames.items():
+            self._buf[k].append(np.ascontiguousarray(v))
+            self._buf_bytes[k] += v.nbytes
+            n = v.shape[0]
+        self.num_frames += n
+        for k in frames:
+            if self._buf_bytes[k] >= FLUSH_BYTES:
+                self._flush(k)
+
+    def _flush(self, key: str) -> None:
+        if not self._buf[key]:
+            return
+        block = np.concatenate(self._buf[key]) if len(self._buf[key]) > 1 else self._buf[key][0]
+        arr = self._store._data[key]
+        a = self._start + self._written[key]
+        arr.resize((a + block.shape[0], *arr.shape[1:]))
+        arr[a : a + block.shape[0]] = block
+        self._written[key] += block.shape[0]
+        self._buf[key].clear()
+        self._buf_bytes[key] = 0
+
+    def update_meta(self, meta: dict) -> None:
+        """Merge more metadata (e.g. success, known only at the end)."""
+        self._check_open()
+        self._meta.update(check_meta(meta, self.episode))
+
+    def commit(self) -> int:
+        """Write what is buffered, then make the episode visible; returns its index."""
+        self._check_open()
+        if self.num_frames == 0:
+            raise StoreError(f"episode {self.episode} has no frames; append() some or discard() it")
+        for k in self._buf:
+            self._flush(k)
+        idx = self._store._commit(self.num_frames, self._meta)
+        self._close()
+        return idx
+
+    def discard(self) -> None:
+        """Drop the episode. Atomic: it was never visible; its tail is truncated from disk."""
+        self._check_open()
+        self._close()
+        self._store._recover()
+
+    def _close(self) -> None:
+        self.closed = True
+        self._buf = {k: [] for k in self._buf}
+        self._store._writer = None
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Leaving the block without commit (exception or not) discards: an episode is committed
+        # only on purpose.
+        if not self.closed:
+            self.discard()
