@@ -103,7 +103,7 @@ class SafetyLayer:
                 raise CommandRejected("e-stop is latched; call reset_estop() (the /estop_reset service)")
             target = self.validate(cmd)
         except CommandRejected as e:
-            self._reject(str(e))
+            self.reject(str(e))
             raise
         self.status.accepted += 1
         self._desired = target
@@ -114,11 +114,17 @@ class SafetyLayer:
         self._hold = None
         return target
 
-    def _reject(self, reason: str) -> None:
+    def reject(self, reason: str) -> None:
+        """Count and log a command that will not be executed (for callers that validate batches)."""
         self.status.rejected += 1
         self.status.last_rejection = reason
         self.status.reasons = (self.status.reasons + [reason])[-20:]
         log.error("rejected command (not executed): %s", reason)
+
+    @property
+    def last_output(self) -> np.ndarray | None:
+        """The target sent on the last tick (None before the first tick)."""
+        return None if self._output is None else self._output.copy()
 
     # -- e-stop --------------------------------------------------------------------------
     def estop(self) -> None:
