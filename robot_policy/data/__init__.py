@@ -3,9 +3,10 @@
     from robot_policy.data import EpisodeStore, KeySpec, SequenceDataset, train_val_split
 
 See docs/store.md for the layout, the crash-safety guarantee and the codec measurements.
+The sampler (which imports torch) loads on first use, so recorders and CLI tools that only
+write or inspect stores start fast.
 """
 
-from robot_policy.data.sampler import SequenceDataset, train_val_split
 from robot_policy.data.schema import EpisodeValidationError, KeySpec
 from robot_policy.data.store import EpisodeStore, EpisodeWriter, StoreError
 
@@ -18,3 +19,11 @@ __all__ = [
     "StoreError",
     "train_val_split",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("SequenceDataset", "train_val_split"):
+        from robot_policy.data import sampler
+
+        return getattr(sampler, name)
+    raise AttributeError(f"module 'robot_policy.data' has no attribute {name!r}")
