@@ -1,0 +1,65 @@
+"""Shared plumbing of every node: init with the DDS profile, QoS, parameters, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+from robot_policy.ros.transport import apply_profile
+
+SENSOR_QOS: QoSProfile = qos_profile_sensor_data
+"""Best effort, keep last 5: camera and joint-state streams (a late frame is a useless frame)."""
+COMMAND_QOS = QoSProfile(depth=10)
+"""Reliable, keep last 10: commands must not be lost silently."""
+
+
+def declare(node: Node, name: str, default, description: str = ""):
+    """Declare a parameter and return its value (type taken from ``default``)."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return node.declare_parameter(name, default, ParameterDescriptor(description=description)).value
+
+
+def now_s(node: Node) -> float:
+    """The graph's shared clock (ROS time) in seconds; every header stamp uses it."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def run_node(factory: Callable[[], Node], threads: int = 2) -> int:
+    """Init rclpy (after applying the Fast DDS profile), spin ``factory()`` until SIGINT/SIGTERM,
+    then close it (``node.close()`` if defined) and shut down. Returns the process exit code."""
+    apply_profile()  # before the first participant; a launcher/user-provided profile wins
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    rclpy.init(args=sys.argv)
+    node = None
+    code = 0
+    try:
+        node = factory()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except SystemExit as e:  # a node asked to end (e.g. scripted teleop finished)
+        code = int(e.code or 0)
+    except Exception:
+        logging.getLogger("robot_policy.ros").exception("node failed")
+        code = 1
+    finally:
+        if node is not None:
+            code = code or int(getattr(node, "exit_code", 0))
+            close = getattr(node, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logging.getLogger("robot_policy.ros").exception("error while closing the node")
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -1,0 +1,216 @@
+"""``sim_node``: the simulated robot, looking to the graph like ros2_control + realsense2_camera.
+
+Publishes ``/joint_states`` (arm joints + gripper opening) at the control rate,
+``/<camera>/color/image_raw`` + ``camera_info`` (sensor-data QoS), ``/sim/observation`` (other
+low-dim task state, e.g. object pose, as a JointState whose names are ``key/i``),
+``/joint_commands`` (target actually sent after the safety layer) and ``/diagnostics``.
+Accepts ``/joint_trajectory_controller/joint_trajectory`` and
+``/forward_position_controller/commands``. Services: ``/sim/reset``, ``/sim/success``,
+``/estop``, ``/estop_reset`` (std_srvs/Trigger). All names remappable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from robot_policy.ros import convert
+from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, declare, now_s, run_node
+from robot_policy.types import Frame
+
+_STATE_KEYS = ("joint_pos", "joint_vel", "gripper")
+
+
+class SimNode(Node):
+    def __init__(self):
+        super().__init__("sim")
+        from robot_policy.hardware.config import load_hardware_config
+        from robot_policy.hardware.sim_robot import SimRobot
+
+        hw_name = declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
+        task = declare(self, "task", "", "sim task (empty: the hardware config's task)")
+        seed = declare(self, "seed", 0, "seed of the first reset; each /sim/reset uses the next")
+        self.realtime = declare(
+            self, "realtime", True, "pace ticks at control_hz (false: as fast as possible)"
+        )
+        self.hw = load_hardware_config(hw_name)
+        self.robot = SimRobot(self.hw, task=task or None, seed=seed)
+        self.dt = 1.0 / self.hw.control_hz
+        self.names = self.hw.command_names
+        self.lock = threading.Lock()
+
+        self.pub_js = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.pub_cmd = self.create_publisher(JointState, "/joint_commands", SENSOR_QOS)
+        self.pub_obs = self.create_publisher(JointState, "/sim/observation", SENSOR_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_img, self.pub_info, self.cam_every = {}, {}, {}
+        for c in self.hw.cameras:
+            self.pub_img[c.name] = self.create_publisher(Image, f"/{c.name}/color/image_raw", SENSOR_QOS)
+            self.pub_info[c.name] = self.create_publisher(
+                CameraInfo, f"/{c.name}/color/camera_info", SENSOR_QOS
+            )
+            self.cam_every[c.name] = max(1, round(self.hw.control_hz / c.fps))
+        self.create_subscription(
+            JointTrajectory, "/joint_trajectory_controller/joint_trajectory", self._on_traj, COMMAND_QOS
+        )
+        self.create_subscription(
+            Float64MultiArray, "/forward_position_controller/commands", self._on_fwd, COMMAND_QOS
+        )
+        self.create_service(Trigger, "/sim/reset", self._srv_reset)
+        self.create_service(Trigger, "/sim/success", self._srv_success)
+        self.create_service(Trigger, "/estop", self._srv_estop)
+        self.create_service(Trigger, "/estop_reset", self._srv_estop_reset)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"sim robot '{self.hw.name}' task '{self.robot.task}' at {self.hw.control_hz:g} Hz, "
+            f"cameras {[c.name for c in self.hw.cameras]}"
+        )
+
+    # -- commands -----------------------------------------------------------------------
+    def _on_traj(self, msg: JointTrajectory) -> None:
+        now = now_s(self)
+        try:
+            start, tfs, pts = convert.trajectory_to_arrays(msg, self.names)
+        except ValueError as e:
+            with self.lock:
+                self.robot.safety.reject(str(e))
+            return
+        with self.lock:
+            self.robot.trajectory(start, tfs, pts, now)
+
+    def _on_fwd(self, msg: Float64MultiArray) -> None:
+        with self.lock:
+            self.robot.command(np.asarray(msg.data, dtype=np.float64), now_s(self))
+
+    # -- services -----------------------------------------------------------------------
+    def _srv_reset(self, req, resp):
+        with self.lock:
+            self.robot.reset()
+            resp.message = f"seed={self.robot.episode_seed}"
+        resp.success = True
+        return resp
+
+    def _srv_success(self, req, resp):
+        with self.lock:
+            resp.success = bool(self.robot.episode_success)
+            resp.message = (
+                f"seed={self.robot.episode_seed} steps={self.robot.steps} success_now={resp.success}"
+            )
+        return resp
+
+    def _srv_estop(self, req, resp):
+        with self.lock:
+            self.robot.estop()
+        resp.success, resp.message = True, "e-stop latched: holding position until /estop_reset"
+        return resp
+
+    def _srv_estop_reset(self, req, resp):
+        with self.lock:
+            self.robot.reset_estop()
+        resp.success, resp.message = True, "e-stop released; the arm moves on the next command"
+        return resp
+
+    # -- control loop -------------------------------------------------------------------
+    def _loop(self) -> None:
+        next_t = time.monotonic()
+        k = 0
+        while not self._stop.is_set():
+            with self.lock:
+                res = self.robot.tick(now_s(self))
+            self._publish(res, k)
+            k += 1
+            if self.realtime:
+                next_t += self.dt
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                else:
+                    next_t = time.monotonic()  # fell behind: do not try to catch up in a burst
+
+    def _publish(self, res, k: int) -> None:
+        obs, stamp = res.obs, res.stamp
+        js = JointState()
+        js.header.stamp = convert.to_time(stamp)
+        js.name = list(self.names)
+        pos = list(map(float, obs["joint_pos"]))
+        vel = list(map(float, obs["joint_vel"]))
+        if self.hw.gripper_joint:
+            pos.append(float(obs["gripper"][0]))
+            vel.append(0.0)
+        js.position, js.velocity = pos, vel
+        self.pub_js.publish(js)
+        cmd = JointState()
+        cmd.header.stamp = js.header.stamp
+        cmd.name = list(self.names)
+        cmd.position = res.command.astype(float).tolist()
+        self.pub_cmd.publish(cmd)
+        extra = JointState()
+        extra.header.stamp = js.header.stamp
+        for key, val in obs.items():
+            if key in _STATE_KEYS or key.endswith("_rgb"):
+                continue
+            flat = np.asarray(val, dtype=np.float64).reshape(-1)
+            extra.name += [f"{key}/{i}" for i in range(len(flat))]
+            extra.position += flat.tolist()
+        self.pub_obs.publish(extra)
+        for c in self.hw.cameras:
+            if k % self.cam_every[c.name]:
+                continue
+            img = convert.frame_to_image(Frame(obs[f"{c.name}_rgb"], stamp, c.name))
+            self.pub_img[c.name].publish(img)
+            self.pub_info[c.name].publish(
+                convert.camera_info(c.width, c.height, stamp, frame_id=img.header.frame_id)
+            )
+
+    def _publish_diagnostics(self) -> None:
+        with self.lock:
+            st = self.robot.safety.status
+            values = {
+                "accepted": st.accepted,
+                "rejected": st.rejected,
+                "clamped": st.clamped,
+                "last_rejection": st.last_rejection,
+                "watchdog_tripped": st.watchdog_tripped,
+                "estopped": st.estopped,
+                "late_trajectory_points": self.robot.late_points,
+                "episode_seed": self.robot.episode_seed,
+                "steps": self.robot.steps,
+            }
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        level = (
+            DiagnosticStatus.ERROR
+            if st.estopped
+            else DiagnosticStatus.WARN
+            if st.watchdog_tripped
+            else DiagnosticStatus.OK
+        )
+        status = DiagnosticStatus(level=level, name="sim: safety", hardware_id=self.hw.name)
+        status.message = "e-stop latched" if st.estopped else "watchdog hold" if st.watchdog_tripped else "ok"
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg.status = [status]
+        self.pub_diag.publish(msg)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.robot.close()
+
+
+def main() -> int:
+    return run_node(SimNode)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

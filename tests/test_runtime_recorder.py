@@ -1,0 +1,86 @@
+"""Recorder core: timestamp alignment, missing-frame refusal naming the stream, atomic discard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_policy.data import EpisodeStore
+from robot_policy.runtime.recorder import EpisodeRecorder, RecorderError, Stream, count_missing
+
+
+def _recorder(path, max_missing=2):
+    return EpisodeRecorder(
+        path,
+        [
+            Stream("/joint_states", ["joint_pos"], rate=10.0),
+            Stream("/cam/color/image_raw", ["cam_rgb"], rate=10.0),
+            Stream("/joint_commands", ["action"], rate=10.0, mode="next"),
+        ],
+        master="/joint_states",
+        fps=10.0,
+        robot="test",
+        max_missing=max_missing,
+    )
+
+
+def _feed(rec, n=20, drop_cam=(), cam_delay=0.03):
+    for k in range(n):
+        t = 100.0 + 0.1 * k
+        rec.add("/joint_commands", t - 0.05, {"action": np.full(2, k, np.float32)})
+        rec.add("/joint_states", t, {"joint_pos": np.full(2, k, np.float32)})
+        if k not in drop_cam:
+            # Camera frames arrive in another order and are captured slightly before the joints.
+            rec.add("/cam/color/image_raw", t - cam_delay, {"cam_rgb": np.full((4, 4, 3), k, np.uint8)})
+    rec.add("/joint_commands", 100.0 + 0.1 * n - 0.05, {"action": np.full(2, n, np.float32)})
+
+
+def test_count_missing():
+    st = np.array([0.0, 0.1, 0.2, 0.5, 0.6])
+    assert count_missing(st, 10.0, 0.0, 0.6) == 2
+    assert count_missing(st, 10.0, 0.0, 0.8) == 4
+    assert count_missing(np.array([]), 10.0, 0.0, 0.9) == 10
+
+
+def test_aligns_by_capture_stamp_and_commits(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr")
+    rec.start({"operator": "test"})
+    _feed(rec)
+    idx, report = rec.stop({"success": True})
+    assert idx == 0 and report["missing"]["/cam/color/image_raw"] == 0
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    ep = store.get_episode(0)
+    assert len(ep["joint_pos"]) == 20
+    # Frame k: camera frame k (captured just before), action k+1 (the command after the obs).
+    np.testing.assert_array_equal(ep["cam_rgb"][:, 0, 0, 0], np.arange(20))
+    np.testing.assert_array_equal(ep["action"][:, 0], np.arange(1, 21))
+    meta = store.episode_meta(0)
+    assert meta["success"] is True and meta["operator"] == "test"
+
+
+def test_refuses_episode_with_dropped_camera_frames_naming_stream(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr", max_missing=2)
+    rec.start()
+    _feed(rec, drop_cam=(5, 6, 7, 9))
+    with pytest.raises(RecorderError, match="cam/color/image_raw.*missing 4 frames"):
+        rec.stop()
+    assert not (tmp_path / "d.zarr").exists()
+    rec.discard()
+    with pytest.raises(RecorderError, match="0 samples"):
+        rec.stop()
+
+
+def test_discard_writes_nothing_and_second_episode_appends(tmp_path):
+    path = tmp_path / "d.zarr"
+    rec = _recorder(path)
+    rec.start()
+    _feed(rec)
+    rec.stop()
+    rec.start()
+    _feed(rec, n=10)
+    rec.discard()
+    rec.start()
+    _feed(rec, n=7)
+    assert rec.stop()[0] == 1
+    store = EpisodeStore.open(path)
+    assert store.num_episodes == 2 and store.num_frames == 27
