@@ -35,6 +35,7 @@ class SimEnv(gym.Env):
     max_episode_steps = 200
     default_cameras: dict[str, tuple[int, int]] = {}
     render_camera = ""
+    hidden_geom_groups: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -56,7 +57,7 @@ class SimEnv(gym.Env):
                 raise ValueError(
                     f"task {self.task_name!r} has no camera {name!r}; cameras: {self.camera_names}"
                 )
-        self._renderer = CameraRenderer(self.model, self.data)
+        self._renderer = CameraRenderer(self.model, self.data, self.hidden_geom_groups)
         self.randomizer = Randomizer.from_any(randomization, self)
         self._next_seed = seed
         self.ik = DiffIK(

@@ -6,10 +6,29 @@ a CPU renderer: turning them off takes a simple scene from ~26 ms to ~2-4 ms per
 
 from __future__ import annotations
 
+import atexit
 import ctypes.util
 import os
+import weakref
 
 import numpy as np
+
+# Renderers still open at interpreter exit: close them while EGL is alive (else noisy __del__ errors).
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_HOOKED = False
+
+
+def _close_all() -> None:
+    for r in list(_LIVE):
+        r.close()
+
+
+def _hook_exit() -> None:
+    # Registered after mujoco's EGL module registers eglTerminate, so (LIFO) it runs before it.
+    global _HOOKED
+    if not _HOOKED:
+        atexit.register(_close_all)
+        _HOOKED = True
 
 
 def ensure_gl_backend() -> str:
@@ -24,10 +43,17 @@ def ensure_gl_backend() -> str:
 class CameraRenderer:
     """Renders named cameras of one model/data pair as uint8 HxWx3 arrays."""
 
-    def __init__(self, model, data):
+    def __init__(self, model, data, hidden_geom_groups: tuple[int, ...] = ()):
+        import mujoco
+
         self.model = model
         self.data = data
         self._renderers: dict[tuple[int, int], object] = {}
+        # robosuite keeps coloured collision meshes in geom group 0 and hides them from cameras.
+        self._option = mujoco.MjvOption()
+        for g in hidden_geom_groups:
+            self._option.geomgroup[g] = 0
+        _LIVE.add(self)
 
     def _renderer(self, height: int, width: int):
         import mujoco
@@ -44,6 +70,7 @@ class CameraRenderer:
                     f"could not create an offscreen renderer with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {e}. "
                     "Install libegl1 (EGL) or set MUJOCO_GL=osmesa and install libosmesa6."
                 ) from e
+            _hook_exit()
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
@@ -52,10 +79,20 @@ class CameraRenderer:
 
     def render(self, camera: str | int, height: int, width: int) -> np.ndarray:
         r = self._renderer(height, width)
-        r.update_scene(self.data, camera=camera)
+        r.update_scene(self.data, camera=camera, scene_option=self._option)
         return r.render().copy()
 
     def close(self) -> None:
         for r in self._renderers.values():
-            r.close()
+            try:
+                # Free with this renderer's own context current: freeing a non-current EGL context
+                # (another env's is current) raises inside mujoco's __del__.
+                if getattr(r, "_gl_context", None) is not None:
+                    r._gl_context.make_current()
+                r.close()
+            except Exception:  # noqa: BLE001 - GL teardown is best effort
+                pass
         self._renderers.clear()
+
+    def __del__(self) -> None:
+        self.close()
