@@ -36,6 +36,7 @@ class SimEnv(gym.Env):
     default_cameras: dict[str, tuple[int, int]] = {}
     render_camera = ""
     hidden_geom_groups: tuple[int, ...] = ()
+    robot_name = "sim"
 
     def __init__(
         self,
@@ -119,7 +120,11 @@ class SimEnv(gym.Env):
             seed = int(self.np_random.integers(0, 2**31 - 1))
         self.episode_seed = int(seed)
         draw_ss, physics_ss, noise_ss = np.random.SeedSequence(self.episode_seed).spawn(3)
-        self.draw = self.randomizer.draw(np.random.default_rng(draw_ss))
+        if options and options.get("randomization") is not None:
+            # Replay: reuse a recorded draw instead of re-drawing (robust to config edits since).
+            self.draw = dict(options["randomization"])
+        else:
+            self.draw = self.randomizer.draw(np.random.default_rng(draw_ss))
         self.randomizer.apply(self, self.draw)
         self._noise_rng = np.random.default_rng(noise_ss)
         self._backend_reset(int(physics_ss.generate_state(1)[0]))

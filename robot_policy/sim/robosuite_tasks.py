@@ -53,6 +53,7 @@ class RobosuiteEnv(SimEnv):
     default_cameras = {"agentview": (84, 84), "robot0_eye_in_hand": (84, 84)}
     render_camera = "frontview"
     hidden_geom_groups = (0,)  # collision meshes
+    robot_name = "robosuite_panda"
     object_names: tuple[str, ...] = ()
 
     def _build(self) -> None:

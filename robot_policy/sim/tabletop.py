@@ -28,6 +28,7 @@ class TabletopEnv(SimEnv):
     max_episode_steps = 200
     default_cameras = {"agentview": (84, 84), "wrist": (84, 84)}
     render_camera = "agentview"
+    robot_name = "sim_tabletop"  # hardware/sim_tabletop.yaml
 
     def _build(self) -> None:
         self.model = mujoco.MjModel.from_xml_path(str(SCENE))

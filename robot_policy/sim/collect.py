@@ -1,0 +1,262 @@
+"""Demonstration collection with the scripted experts, and replay of recorded episodes.
+
+``collect`` writes every episode through the episode store the moment it ends, so an
+interrupted run keeps every finished episode. ``replay`` re-runs an episode's recorded actions
+from its recorded seed and randomization draw and checks that the outcome reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Steps recorded after success so policies also learn to hold the goal state.
+SETTLE_STEPS = 10
+LOWDIM_UNITS = {"joint_pos": "rad", "joint_vel": "rad/s", "gripper": "m", "ee_pos": "m"}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def parse_cameras(spec: str | None) -> dict[str, tuple[int, int]]:
+    """``"agentview:84x84,wrist:64x64"`` -> ``{"agentview": (84, 84), "wrist": (64, 64)}`` (H x W)."""
+    out: dict[str, tuple[int, int]] = {}
+    if not spec:
+        return out
+    for item in spec.split(","):
+        try:
+            name, size = item.strip().split(":")
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"bad camera spec {item!r}: write NAME:HxW, e.g. agentview:84x84") from None
+        if h <= 0 or w <= 0:
+            raise ValueError(f"bad camera spec {item!r}: height and width must be positive")
+        out[name] = (h, w)
+    return out
+
+
+def dataset_schema(env) -> dict:
+    from robot_policy.data import KeySpec
+
+    u = env.unwrapped
+    schema = {}
+    for key, space in u.observation_space.spaces.items():
+        names = list(u.joint_names) if key in ("joint_pos", "joint_vel") else None
+        schema[key] = KeySpec(
+            dtype=space.dtype.name, shape=space.shape, names=names, units=LOWDIM_UNITS.get(key)
+        )
+    schema["action"] = KeySpec(dtype="float32", shape=u.action_space.shape, names=[*u.joint_names, "gripper"])
+    return schema
+
+
+def run_episode(env, expert, seed: int, settle_steps: int = SETTLE_STEPS):
+    """Roll the expert out from ``seed``. Returns (frames dict of stacked arrays, success, info)."""
+    obs, info = env.reset(seed=seed)
+    expert.reset(seed)
+    u = env.unwrapped
+    frames: dict[str, list] = {k: [] for k in obs}
+    frames["action"] = []
+    success, after = False, 0
+    for _ in range(u.max_episode_steps):
+        action = expert.act(obs)
+        for k, v in obs.items():
+            frames[k].append(v)
+        frames["action"].append(action)
+        obs, _, terminated, truncated, step_info = env.step(action)
+        success = success or step_info["success"]
+        after += success
+        if after > settle_steps or terminated or truncated:
+            break
+    return {k: np.stack(v) for k, v in frames.items()}, success, info
+
+
+@dataclass
+class CollectSummary:
+    task: str
+    out: str
+    attempts: int = 0
+    kept: int = 0
+    successes: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    failed_seeds: list = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else 0.0
+
+    def lines(self) -> list[str]:
+        lo, hi = wilson_interval(self.successes, self.attempts)
+        return [
+            f"task {self.task}: {self.attempts} episodes run, expert success {self.successes}/{self.attempts} "
+            f"= {100 * self.success_rate:.1f}% (95% Wilson CI {100 * lo:.1f}-{100 * hi:.1f}%)",
+            f"kept {self.kept} episodes, {self.frames} frames in {self.out}"
+            + (" (interrupted: finished episodes are kept)" if self.interrupted else ""),
+            f"{self.seconds:.1f} s, {self.frames / max(self.seconds, 1e-9):.0f} frames/s"
+            + (f"; failed seeds: {self.failed_seeds[:20]}" if self.failed_seeds else ""),
+        ]
+
+
+def collect(
+    task: str,
+    episodes: int,
+    out: str | Path,
+    randomization="default",
+    seed: int = 0,
+    cameras: dict[str, tuple[int, int]] | None = None,
+    keep_failures: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_attempts: int | None = None,
+) -> CollectSummary:
+    """Collect ``episodes`` expert episodes (successful ones only unless ``keep_failures``).
+
+    Episode k of the run uses seed ``seed + k``. Without ``keep_failures`` the run keeps trying
+    new seeds until ``episodes`` successes are stored or ``max_attempts`` (default 2N+10) is hit.
+    """
+    from tqdm import tqdm
+
+    from robot_policy.data import EpisodeStore
+    from robot_policy.sim import make_env, make_expert
+
+    if episodes <= 0:
+        raise ValueError(f"--episodes must be positive, got {episodes}")
+    if randomization in ("none", "off"):
+        randomization = None
+    env = make_env(task, cameras=cameras, randomization=randomization)
+    expert = make_expert(task, env)
+    u = env.unwrapped
+    store = EpisodeStore.create(
+        out,
+        dataset_schema(env),
+        fps=u.control_hz,
+        robot=u.robot_name,
+        overwrite=overwrite,
+        attrs={
+            "sim": {
+                "task": task,
+                "cameras": {k: list(v) for k, v in (cameras or {}).items()},
+                "randomization": str(randomization) if randomization else None,
+                "expert": type(expert).__name__,
+            }
+        },
+    )
+    summary = CollectSummary(task=task, out=str(out))
+    max_attempts = max_attempts or (episodes if keep_failures else 2 * episodes + 10)
+    t0 = time.perf_counter()
+    bar = tqdm(total=episodes, desc=f"collect {task}", unit="ep", disable=not progress)
+    try:
+        while summary.kept < episodes and summary.attempts < max_attempts:
+            ep_seed = seed + summary.attempts
+            frames, success, info = run_episode(env, expert, ep_seed)
+            summary.attempts += 1
+            summary.successes += success
+            if not success:
+                summary.failed_seeds.append(ep_seed)
+            if success or keep_failures:
+                meta = {
+                    "success": bool(success),
+                    "seed": int(ep_seed),
+                    "task": task,
+                    "randomization": info["randomization"],
+                    "expert": type(expert).__name__,
+                    "cameras": {k: list(v) for k, v in (cameras or {}).items()},
+                }
+                store.add_episode(frames, meta=meta)  # committed now: survives a later crash
+                summary.kept += 1
+                summary.frames += len(frames["action"])
+                bar.update(1)
+            bar.set_postfix(success=f"{summary.successes}/{summary.attempts}")
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - t0
+        env.close()
+    return summary
+
+
+@dataclass
+class ReplayResult:
+    episode: int
+    seed: int
+    recorded_success: bool
+    replayed_success: bool
+    max_joint_error: float
+    steps: int
+    video: str | None = None
+
+    @property
+    def reproduced(self) -> bool:
+        return self.recorded_success == self.replayed_success
+
+    def lines(self) -> list[str]:
+        verdict = "REPRODUCED" if self.reproduced else "NOT REPRODUCED"
+        return [
+            f"episode {self.episode} (seed {self.seed}, {self.steps} steps): recorded success "
+            f"{self.recorded_success}, replayed success {self.replayed_success} -> {verdict}",
+            f"max |joint_pos replayed - recorded| = {self.max_joint_error:.2e} rad"
+            + (f"; video: {self.video}" if self.video else ""),
+        ]
+
+
+def replay(
+    path: str | Path, episode: int, video: str | Path | None = None, fps: float | None = None
+) -> ReplayResult:
+    """Re-run the recorded actions of ``episode`` from its seed and randomization draw."""
+    from robot_policy.data import EpisodeStore
+    from robot_policy.sim import make_env
+
+    store = EpisodeStore.open(path, "r")
+    if not 0 <= episode < store.num_episodes:
+        raise IndexError(
+            f"{path} has {store.num_episodes} episodes; --episode must be in [0, {store.num_episodes - 1}]"
+        )
+    meta = store.episode_meta(episode)
+    for key in ("task", "seed"):
+        if key not in meta:
+            raise KeyError(
+                f"episode {episode} of {path} has no '{key}' in its metadata: it was not recorded by sim collect"
+            )
+    data = store.get_episode(episode, keys=["action", "joint_pos"])
+    env = make_env(meta["task"])
+    u = env.unwrapped
+    obs, _ = env.reset(seed=int(meta["seed"]), options={"randomization": meta.get("randomization") or {}})
+    writer = None
+    if video:
+        import imageio.v2 as imageio
+
+        writer = imageio.get_writer(str(video), fps=fps or u.control_hz)
+        writer.append_data(u.render_frame())
+    err, success = 0.0, False
+    for t, action in enumerate(data["action"]):
+        err = max(err, float(np.abs(obs["joint_pos"] - data["joint_pos"][t]).max()))
+        obs, _, _, _, info = env.step(action)
+        success = success or info["success"]
+        if writer is not None:
+            writer.append_data(u.render_frame())
+    if writer is not None:
+        writer.close()
+    env.close()
+    return ReplayResult(
+        episode=episode,
+        seed=int(meta["seed"]),
+        recorded_success=bool(meta.get("success")),
+        replayed_success=bool(success),
+        max_joint_error=err,
+        steps=len(data["action"]),
+        video=str(video) if video else None,
+    )
