@@ -30,14 +30,21 @@ _registered = False
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
 
-def _numcodec(name: str) -> numcodecs.abc.Codec:
+# Blosc settings: (cname, clevel, shuffle). Images: zstd level 1 kept the two-camera 640x480
+# stream at 2.3-3.4x real time on the shared 2-core machine where level 3 fell to 1.1-1.2x,
+# for 3.4x vs 4.4x size ratio (docs/store.md). Low-dim chunks are small: compress harder.
+BLOSC_IMAGE = ("zstd", 1, "noshuffle")
+BLOSC_LOWDIM = ("zstd", 5, "shuffle")
+_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+def _numcodec(name: str, image: bool = True) -> numcodecs.abc.Codec:
     """The numcodecs (zarr-2-compatible) codec object for a codec name."""
     import imagecodecs.numcodecs as inc
 
     if name == "blosc":
-        # zstd level 3: measured 4.4x on rendered 640x480 frames at ~3 ms encode, <1 ms decode.
-        # Byte shuffle is a no-op for 1-byte types and helps float keys.
-        return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+        cname, clevel, shuffle = BLOSC_IMAGE if image else BLOSC_LOWDIM
+        return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=_SHUFFLE[shuffle])
     if name == "jpegxl":
         # imagecodecs' JPEG-XL is lossless only when asked; say it explicitly.
         return inc.Jpegxl(lossless=True, effort=1)
@@ -85,16 +92,17 @@ def create_data_array(
 ):
     """An empty ``(0, *shape)`` array chunked along time with ``codec``."""
     register_codecs()
-    image = codec != "blosc"
-    chunks = (chunk_frames(dtype, shape, image or is_image_spec(dtype, shape)), *shape)
+    image = codec != "blosc" or is_image_spec(dtype, shape)
+    chunks = (chunk_frames(dtype, shape, image), *shape)
     kwargs: dict[str, Any] = dict(shape=(0, *shape), chunks=chunks, dtype=dtype, fill_value=0)
-    nc = _numcodec(codec)
+    nc = _numcodec(codec, image)
     if zarr_format == 2:
         kwargs["compressors"] = nc
     elif codec == "blosc":
         from zarr.codecs import BloscCodec
 
-        kwargs["compressors"] = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+        cname, clevel, shuffle = BLOSC_IMAGE if image else BLOSC_LOWDIM
+        kwargs["compressors"] = BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle)
     else:
         from zarr.registry import get_codec_class
 

@@ -47,6 +47,8 @@ class SequenceDataset(_TorchDataset):
     Frames before an episode's start or past its end repeat the edge frame (padding), so
     windows never cross episodes. ``pad_after`` (default ``H - To``) is how many padded frames a
     window may have after the end; a smaller value drops the last windows of each episode.
+    ``in_memory_keys``: keys loaded into RAM up front (default: every key whose committed
+    frames take less than 256 MB, i.e. low-dim keys; images are then read from zarr per window).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class SequenceDataset(_TorchDataset):
         horizon: int = 16,
         episodes=None,
         pad_after: int | None = None,
+        in_memory_keys: list[str] | None = None,
     ) -> None:
         if n_obs_steps < 1 or horizon < 1:
             raise ValueError(f"n_obs_steps and horizon must be >= 1, got {n_obs_steps}, {horizon}")
@@ -92,27 +95,31 @@ class SequenceDataset(_TorchDataset):
         self._cum = np.cumsum(self._n_win)
         self._arrays: dict[str, object] = {}
         for k in dict.fromkeys([*self.obs_keys, action_key]):
-            self._arrays[k] = self._maybe_in_memory(k)
+            self._arrays[k] = self._maybe_in_memory(k, in_memory_keys)
 
-    def _maybe_in_memory(self, key: str):
+    def _maybe_in_memory(self, key: str, in_memory_keys):
         arr = self.store.array(key)
         n = self.store.num_frames
-        if n * (arr.nbytes // max(1, arr.shape[0])) <= IN_MEMORY_BYTES:
-            return np.asarray(arr[:n])
-        return arr
+        frame_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
+        wanted = n * frame_bytes <= IN_MEMORY_BYTES if in_memory_keys is None else key in in_memory_keys
+        return np.asarray(arr[:n]) if wanted else arr
 
     def __len__(self) -> int:
         return int(self._cum[-1]) if len(self._cum) else 0
 
     def locate(self, i: int) -> tuple[int, int]:
         """(episode index in the store, current step within that episode) of item ``i``."""
+        j, t = self._locate_selected(i)
+        return int(self.episodes[j]), t
+
+    def _locate_selected(self, i: int) -> tuple[int, int]:
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} windows")
         i %= n
         j = int(np.searchsorted(self._cum, i, side="right"))
         before = int(self._cum[j - 1]) if j > 0 else 0
-        return int(self.episodes[j]), i - before
+        return j, i - before
 
     def _read(self, key: str, j: int, first: int, count: int) -> np.ndarray:
         """Frames ``first .. first+count-1`` of selected episode ``j``, edge-padded."""
@@ -124,8 +131,7 @@ class SequenceDataset(_TorchDataset):
         return block[idx - lo]
 
     def __getitem__(self, i: int) -> dict:
-        ep, t = self.locate(int(i))
-        j = int(np.searchsorted(self._cum, i % len(self), side="right"))
+        j, t = self._locate_selected(int(i))
         first = t - self.n_obs_steps + 1
         obs = {k: self._read(k, j, first, self.n_obs_steps) for k in self.obs_keys}
         action = self._read(self.action_key, j, first, self.horizon)
