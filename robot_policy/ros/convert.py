@@ -156,3 +156,42 @@ def trajectory_to_arrays(
                 f"trajectory point {i} has {len(p.positions)} positions, expected {len(joint_names)}"
             )
     return from_time(msg.header.stamp), times, pos
+
+
+def joint_state_to_obs(
+    msg: JointStateMsg, joint_names: list[str], gripper_joint: str | None
+) -> dict[str, np.ndarray]:
+    """``/joint_states`` -> ``{"joint_pos", "joint_vel"[, "gripper"]}`` float32, in config order
+    (the observation keys of the sim tasks and of recorded datasets)."""
+    names = list(joint_names) + ([gripper_joint] if gripper_joint else [])
+    js = msg_to_joint_state(msg, names)
+    n = len(joint_names)
+    vel = js.velocity if js.velocity is not None else np.zeros(len(names))
+    out = {"joint_pos": js.position[:n].astype(np.float32), "joint_vel": vel[:n].astype(np.float32)}
+    if gripper_joint:
+        out["gripper"] = js.position[n:].astype(np.float32)
+    return out
+
+
+def named_vector_to_obs(msg: JointStateMsg) -> dict[str, np.ndarray]:
+    """``/sim/observation`` (a JointState whose names are ``key/i``) -> ``{key: float32 array}``."""
+    groups: dict[str, list[tuple[int, float]]] = {}
+    for name, v in zip(msg.name, msg.position):
+        key, _, i = name.rpartition("/")
+        groups.setdefault(key, []).append((int(i), float(v)))
+    return {k: np.array([v for _, v in sorted(items)], dtype=np.float32) for k, items in groups.items()}
+
+
+def obs_to_named_vector(obs: dict[str, np.ndarray], stamp: float, skip=()) -> JointStateMsg:
+    """Inverse of :func:`named_vector_to_obs` for the low-dim keys not in ``skip``."""
+    msg = JointStateMsg()
+    msg.header.stamp = to_time(stamp)
+    names, values = [], []
+    for key, val in obs.items():
+        if key in skip or key.endswith("_rgb"):
+            continue
+        flat = np.asarray(val, dtype=np.float64).reshape(-1)
+        names += [f"{key}/{i}" for i in range(len(flat))]
+        values += flat.tolist()
+    msg.name, msg.position = names, values
+    return msg

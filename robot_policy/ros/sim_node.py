@@ -11,8 +11,10 @@ Accepts ``/joint_trajectory_controller/joint_trajectory`` and
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+import traceback
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -42,7 +44,11 @@ class SimNode(Node):
             self, "realtime", True, "pace ticks at control_hz (false: as fast as possible)"
         )
         self.hw = load_hardware_config(hw_name)
-        self.robot = SimRobot(self.hw, task=task or None, seed=seed)
+        self._make_robot = lambda: SimRobot(self.hw, task=task or None, seed=seed)
+        self.robot = None  # built in the control thread: the GL context is bound to one thread
+        self.ready = threading.Event()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
         self.dt = 1.0 / self.hw.control_hz
         self.names = self.hw.command_names
         self.lock = threading.Lock()
@@ -72,6 +78,9 @@ class SimNode(Node):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
+        self.ready.wait()
+        if self.error is not None:
+            raise RuntimeError(f"could not build the simulated robot: {self.error}") from self.error
         self.get_logger().info(
             f"sim robot '{self.hw.name}' task '{self.robot.task}' at {self.hw.control_hz:g} Hz, "
             f"cameras {[c.name for c in self.hw.cameras]}"
@@ -94,11 +103,27 @@ class SimNode(Node):
             self.robot.command(np.asarray(msg.data, dtype=np.float64), now_s(self))
 
     # -- services -----------------------------------------------------------------------
+    def _in_loop(self, fn, timeout: float = 10.0):
+        """Run ``fn`` in the control thread (MuJoCo rendering is bound to it) and wait."""
+        done, box = threading.Event(), {}
+
+        def job():
+            try:
+                box["value"] = fn()
+            except Exception as e:
+                box["error"] = e
+            done.set()
+
+        self._jobs.put(job)
+        if not done.wait(timeout):
+            raise TimeoutError("the control loop did not run the request in time")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
     def _srv_reset(self, req, resp):
-        with self.lock:
-            self.robot.reset()
-            resp.message = f"seed={self.robot.episode_seed}"
-        resp.success = True
+        self._in_loop(self.robot.reset)
+        resp.success, resp.message = True, f"seed={self.robot.episode_seed}"
         return resp
 
     def _srv_success(self, req, resp):
@@ -123,12 +148,37 @@ class SimNode(Node):
 
     # -- control loop -------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self.robot = self._make_robot()
+        except BaseException as e:  # reported by __init__
+            self.error = e
+            return
+        finally:
+            self.ready.set()
+        try:
+            self._run()
+        except Exception:
+            # A dead control loop must not leave a node that looks alive: exit non-zero.
+            self.get_logger().error("control loop crashed:\n" + traceback.format_exc())
+            self.exit_code = 1
+            self.context.try_shutdown()
+        finally:
+            self.robot.close()
+
+    def _run(self) -> None:
         next_t = time.monotonic()
         k = 0
         while not self._stop.is_set():
+            while not self._jobs.empty():
+                self._jobs.get_nowait()()
+            t_cmd = now_s(self)
             with self.lock:
-                res = self.robot.tick(now_s(self))
-            self._publish(res, k)
+                res = self.robot.tick(t_cmd)
+            # Capture stamp: after the physics step, when the observation exists. The command
+            # keeps the time it was applied, so the recorder pairs each observation with the
+            # command that followed it.
+            res.stamp = now_s(self)
+            self._publish(res, k, t_cmd)
             k += 1
             if self.realtime:
                 next_t += self.dt
@@ -138,7 +188,7 @@ class SimNode(Node):
                 else:
                     next_t = time.monotonic()  # fell behind: do not try to catch up in a burst
 
-    def _publish(self, res, k: int) -> None:
+    def _publish(self, res, k: int, t_cmd: float) -> None:
         obs, stamp = res.obs, res.stamp
         js = JointState()
         js.header.stamp = convert.to_time(stamp)
@@ -151,18 +201,11 @@ class SimNode(Node):
         js.position, js.velocity = pos, vel
         self.pub_js.publish(js)
         cmd = JointState()
-        cmd.header.stamp = js.header.stamp
+        cmd.header.stamp = convert.to_time(t_cmd)
         cmd.name = list(self.names)
         cmd.position = res.command.astype(float).tolist()
         self.pub_cmd.publish(cmd)
-        extra = JointState()
-        extra.header.stamp = js.header.stamp
-        for key, val in obs.items():
-            if key in _STATE_KEYS or key.endswith("_rgb"):
-                continue
-            flat = np.asarray(val, dtype=np.float64).reshape(-1)
-            extra.name += [f"{key}/{i}" for i in range(len(flat))]
-            extra.position += flat.tolist()
+        extra = convert.obs_to_named_vector(obs, stamp, skip=_STATE_KEYS)
         self.pub_obs.publish(extra)
         for c in self.hw.cameras:
             if k % self.cam_every[c.name]:
@@ -204,8 +247,7 @@ class SimNode(Node):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
-        self.robot.close()
+        self._thread.join(timeout=5.0)
 
 
 def main() -> int:

@@ -94,6 +94,8 @@ class EpisodeRecorder:
             return
         with self._lock:
             s = self.streams[stream]
+            if not s.keys:
+                s.keys = sorted(values)  # discovered from the first sample (e.g. /sim/observation)
             s.stamps.append(float(stamp))
             s.values.append(values)
 

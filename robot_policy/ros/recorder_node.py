@@ -1,0 +1,147 @@
+"""``recorder_node``: records episodes from the graph into an episode store (zarr).
+
+Subscribes to ``/joint_states`` (master clock), ``/<camera>/color/image_raw`` for every camera
+of the hardware config, ``/sim/observation`` (optional task state) and ``/joint_commands`` (the
+action actually executed). Services (std_srvs): ``/recorder/start``, ``/recorder/stop`` (align by
+capture stamp and commit; refused, naming the stream, when one misses too many frames),
+``/recorder/discard``, ``/recorder/mark_success`` (SetBool).
+"""
+
+from __future__ import annotations
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import SetBool, Trigger
+
+from robot_policy.ros import convert
+from robot_policy.ros._node import SENSOR_QOS, declare, run_node
+
+
+class RecorderNode(Node):
+    def __init__(self):
+        super().__init__("recorder")
+        from robot_policy.hardware.config import load_hardware_config
+        from robot_policy.runtime.recorder import EpisodeRecorder, Stream
+
+        self.hw = load_hardware_config(
+            declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
+        )
+        dataset = declare(self, "dataset", "datasets/recording.zarr", "episode store to create or append to")
+        fps = declare(self, "fps", 0.0, "dataset fps (0: the control rate)") or self.hw.control_hz
+        max_missing = declare(
+            self, "max_missing_frames", 5, "refuse to commit when a stream misses more frames"
+        )
+        self.task = declare(self, "task", self.hw.task, "task name stored with each episode")
+        self.operator = declare(self, "operator", "", "operator name stored with each episode")
+        record_state = declare(
+            self, "record_sim_state", True, "also record /sim/observation keys when present"
+        )
+        hz = self.hw.control_hz
+        state_keys = ["joint_pos", "joint_vel"] + (["gripper"] if self.hw.gripper_joint else [])
+        streams = [Stream("/joint_states", state_keys, rate=hz)]
+        streams += [
+            Stream(f"/{c.name}/color/image_raw", [f"{c.name}_rgb"], rate=min(c.fps, hz))
+            for c in self.hw.cameras
+        ]
+        if record_state:
+            streams.append(Stream("/sim/observation", [], rate=hz, required=False))
+        streams.append(Stream("/joint_commands", ["action"], rate=hz, mode="next"))
+        specs = {
+            "joint_pos": {"names": list(self.hw.joint_names), "units": "rad"},
+            "joint_vel": {"names": list(self.hw.joint_names), "units": "rad/s"},
+            "action": {"names": self.hw.command_names},
+        }
+        self.rec = EpisodeRecorder(dataset, streams, "/joint_states", fps, self.hw.name, max_missing, specs)
+        self.success: bool | None = None
+
+        self.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
+        self.create_subscription(JointState, "/joint_commands", self._on_cmd, SENSOR_QOS)
+        if record_state:
+            self.create_subscription(JointState, "/sim/observation", self._on_state, SENSOR_QOS)
+        for c in self.hw.cameras:
+            topic = f"/{c.name}/color/image_raw"
+            self.create_subscription(
+                Image, topic, lambda m, t=topic, n=c.name: self._on_img(m, t, n), SENSOR_QOS
+            )
+        self.create_service(Trigger, "/recorder/start", self._srv_start)
+        self.create_service(Trigger, "/recorder/stop", self._srv_stop)
+        self.create_service(Trigger, "/recorder/discard", self._srv_discard)
+        self.create_service(SetBool, "/recorder/mark_success", self._srv_success)
+        self.get_logger().info(
+            f"recorder ready: {dataset} at {fps:g} fps, streams {[s.name for s in streams]}"
+        )
+
+    def _on_js(self, msg: JointState) -> None:
+        try:
+            vals = convert.joint_state_to_obs(msg, self.hw.joint_names, self.hw.gripper_joint)
+        except KeyError as e:
+            self.get_logger().error(str(e), throttle_duration_sec=5.0)
+            return
+        self.rec.add("/joint_states", convert.from_time(msg.header.stamp), vals)
+
+    def _on_cmd(self, msg: JointState) -> None:
+        import numpy as np
+
+        self.rec.add(
+            "/joint_commands",
+            convert.from_time(msg.header.stamp),
+            {"action": np.asarray(msg.position, np.float32)},
+        )
+
+    def _on_state(self, msg: JointState) -> None:
+        self.rec.add(
+            "/sim/observation", convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg)
+        )
+
+    def _on_img(self, msg: Image, topic: str, cam: str) -> None:
+        if self.rec.recording:
+            f = convert.image_to_frame(msg, cam)
+            self.rec.add(topic, f.stamp, {f"{cam}_rgb": f.image})
+
+    def _srv_start(self, req, resp):
+        if self.rec.recording:
+            resp.success, resp.message = (
+                False,
+                "already recording; call /recorder/stop or /recorder/discard first",
+            )
+            return resp
+        self.success = None
+        self.rec.start({"task": self.task, "operator": self.operator, "robot": self.hw.name})
+        resp.success, resp.message = True, f"recording to {self.rec.path}"
+        self.get_logger().info(resp.message)
+        return resp
+
+    def _srv_stop(self, req, resp):
+        from robot_policy.runtime.recorder import RecorderError
+
+        counts = self.rec.counts()
+        try:
+            meta = {"success": self.success} if self.success is not None else {}
+            idx, report = self.rec.stop(meta)
+        except (RecorderError, ValueError) as e:
+            resp.success, resp.message = False, f"not committed: {e}"
+            self.get_logger().error(resp.message)
+            return resp
+        resp.success = True
+        resp.message = f"episode {idx} committed: {report['frames']} frames, missing {report['missing']}"
+        self.get_logger().info(f"{resp.message} (received {counts})")
+        return resp
+
+    def _srv_discard(self, req, resp):
+        self.rec.discard()
+        resp.success, resp.message = True, "episode discarded; nothing written"
+        self.get_logger().info(resp.message)
+        return resp
+
+    def _srv_success(self, req, resp):
+        self.success = bool(req.data)
+        resp.success, resp.message = True, f"episode marked success={self.success}"
+        return resp
+
+
+def main() -> int:
+    return run_node(RecorderNode)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""The policy server's logic without ROS: observations by capture stamp, asynchronous inference,
+latency-compensated chunks. ``policy_node`` feeds it messages and publishes what it returns.
+
+Per control tick (``tick(now)``):
+1. a chunk finished by the inference thread is handed to the chunk scheduler
+   (``robot_policy.inference.ChunkScheduler``), which drops actions whose time already passed;
+   the remaining plan is returned for publishing as a JointTrajectory;
+2. the scheduler advances to ``now`` (mirrors what the robot executes);
+3. if the scheduler asks for a new chunk, the observation history is assembled from the latest
+   samples *by capture stamp*; inputs older than ``max_obs_age`` are refused and reported, and
+   otherwise inference starts in a worker thread, so execution never waits on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robot_policy.types import ActionChunk
+
+
+class StaleObservation(RuntimeError):
+    """An input stream's newest sample is older than the allowed age (or never arrived)."""
+
+
+class ObservationBuffer:
+    """Recent timestamped samples per observation key."""
+
+    def __init__(self, keys: list[str], depth: int = 64):
+        self.keys = list(keys)
+        self._buf: dict[str, deque] = {k: deque(maxlen=depth) for k in keys}
+        self._arrivals: dict[str, deque] = {k: deque(maxlen=depth) for k in keys}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, stamp: float, value: np.ndarray, arrival: float | None = None) -> None:
+        if key not in self._buf:
+            return
+        with self._lock:
+            buf = self._buf[key]
+            if buf and stamp < buf[-1][0]:
+                # Out-of-order arrival: insert by capture stamp, not arrival order.
+                items = sorted([*buf, (stamp, value)], key=lambda x: x[0])
+                buf.clear()
+                buf.extend(items)
+            else:
+                buf.append((stamp, value))
+            self._arrivals[key].append(time.monotonic() if arrival is None else arrival)
+
+    def clear(self) -> None:
+        with self._lock:
+            for d in (*self._buf.values(), *self._arrivals.values()):
+                d.clear()
+
+    def latest_stamp(self, key: str) -> float | None:
+        buf = self._buf[key]
+        return buf[-1][0] if buf else None
+
+    def ages(self, now: float) -> dict[str, float]:
+        """Seconds since the capture of each key's newest sample (inf when none arrived)."""
+        return {k: (now - b[-1][0]) if b else float("inf") for k, b in self._buf.items()}
+
+    def rates(self) -> dict[str, float]:
+        """Arrival rate (Hz) per key over the buffered window."""
+        out = {}
+        for k, a in self._arrivals.items():
+            out[k] = (len(a) - 1) / (a[-1] - a[0]) if len(a) > 1 and a[-1] > a[0] else 0.0
+        return out
+
+    def history(self, n: int, dt: float, now: float, max_age: float) -> tuple[dict[str, np.ndarray], float]:
+        """Observation history ``{key: (n, *shape)}`` on a grid ``ref - (n-1-i)*dt`` and ``ref``.
+
+        ``ref`` is the newest instant at which every key has a sample; each step takes the latest
+        sample captured at or before its grid time (the first sample when the history is shorter,
+        as training pads episode starts). Raises :class:`StaleObservation` naming the stale keys.
+        """
+        ages = self.ages(now)
+        stale = {k: a for k, a in ages.items() if a > max_age}
+        if stale:
+            desc = ", ".join(
+                f"{k} ({'never received' if a == float('inf') else f'{a * 1e3:.0f} ms old'})"
+                for k, a in stale.items()
+            )
+            raise StaleObservation(f"stale inputs (max age {max_age * 1e3:.0f} ms): {desc}")
+        with self._lock:
+            ref = min(b[-1][0] for b in self._buf.values())
+            out = {}
+            for k, b in self._buf.items():
+                stamps = np.array([s for s, _ in b])
+                grid = ref - dt * np.arange(n - 1, -1, -1) + 1e-6
+                idx = np.clip(np.searchsorted(stamps, grid, side="right") - 1, 0, len(b) - 1)
+                out[k] = np.stack([np.asarray(b[i][1]) for i in idx])
+        return out, float(ref)
+
+
+@dataclass
+class RunnerStats:
+    """What the policy node reports on /diagnostics."""
+
+    inferences: int = 0
+    stale_skips: int = 0
+    last_stale: str = ""
+    errors: int = 0
+    last_error: str = ""
+    chunks_published: int = 0
+    dropped_late_actions: int = 0
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=100))
+    obs_age_ms: deque = field(default_factory=lambda: deque(maxlen=100))
+
+
+def queued_plan(sched, now: float) -> tuple[np.ndarray, np.ndarray]:
+    """(times, actions) the scheduler will execute from ``now`` on.
+
+    The one place that reads the scheduler's queue: swap this function if the scheduler's
+    internals change (it has no public accessor for the whole plan yet).
+    """
+    times = np.asarray(sched._times)
+    actions = sched._actions if sched._actions is not None else np.zeros((0, 0), np.float32)
+    keep = times >= now - sched.tol
+    return times[keep], np.asarray(actions)[keep]
+
+
+class PolicyRunner:
+    """Async chunked inference over an :class:`ObservationBuffer`. Thread-safe ``tick``."""
+
+    def __init__(
+        self, policy, num_steps: int | None = None, max_obs_age: float = 0.5, sched_cfg=None, clock=None
+    ):
+        from robot_policy.inference import ChunkScheduler, SchedulerConfig
+
+        self.policy = policy
+        cfg = policy.config
+        self.keys = [*cfg.obs_keys, *cfg.image_keys]
+        self.n_obs = int(cfg.n_obs_steps)
+        self.dt = 1.0 / float(cfg.fps)
+        self.num_steps = num_steps or None
+        self.max_obs_age = float(max_obs_age)
+        self.buffer = ObservationBuffer(self.keys)
+        sched_cfg = sched_cfg or SchedulerConfig(mode="async", n_action_steps=int(cfg.n_action_steps))
+        self.sched = ChunkScheduler(sched_cfg, dt=self.dt)
+        self.clock = clock or time.time
+        self.stats = RunnerStats()
+        self._lock = threading.Lock()
+        self._result: tuple[ActionChunk, float, float] | None = None
+        self._worker: threading.Thread | None = None
+        self._epoch = 0  # bumped by reset(): results of older inferences are ignored
+
+    def reset(self) -> None:
+        """New episode: forget observations, plans and any inference in flight."""
+        with self._lock:
+            self._epoch += 1
+            self.buffer.clear()
+            self.sched.reset()
+            self._result = None
+            self.policy.reset()
+
+    def _infer(self, obs: dict, t_obs: float, t_req: float, epoch: int) -> None:
+        try:
+            t0 = time.perf_counter()
+            # The first action answers the newest observation: it executes one control period
+            # after its capture, as in the recorded demonstrations.
+            chunk = self.policy.predict(obs, num_steps=self.num_steps, start_time=t_obs + self.dt)
+            elapsed = time.perf_counter() - t0
+            with self._lock:
+                if epoch == self._epoch:
+                    self._result = (chunk, t_req, elapsed)
+                else:
+                    self.sched.cancel_inference()
+        except Exception as e:  # report on /diagnostics, keep serving
+            with self._lock:
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                self.sched.cancel_inference()
+
+    def tick(self, now: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """One control tick. Returns ``(times, actions)`` to publish when a new chunk landed."""
+        now = self.clock() if now is None else now
+        plan = None
+        with self._lock:
+            if self._result is not None:
+                chunk, _, elapsed = self._result
+                self._result = None
+                self.stats.inference_ms.append(elapsed * 1e3)
+                before = self.sched.stats["dropped"]
+                self.sched.add_chunk(chunk, now=now)
+                times, actions = queued_plan(self.sched, now)
+                self.stats.dropped_late_actions += int(np.sum(chunk.times() < now - self.sched.tol))
+                self.stats.dropped_late_actions += self.sched.stats["dropped"] - before
+                if len(times):
+                    plan = (times, actions)
+                    self.stats.chunks_published += 1
+            self.sched.action_at(now)  # advance with the robot: drops what has been executed
+            busy = self._worker is not None and self._worker.is_alive()
+            if busy or not self.sched.should_infer(now):
+                return plan
+            try:
+                obs, t_obs = self.buffer.history(self.n_obs, self.dt, now, self.max_obs_age)
+            except StaleObservation as e:
+                self.stats.stale_skips += 1
+                self.stats.last_stale = str(e)
+                return plan
+            self.stats.obs_age_ms.append((now - t_obs) * 1e3)
+            self.sched.begin_inference(now)
+            self.stats.inferences += 1
+            self._worker = threading.Thread(
+                target=self._infer, args=(obs, t_obs, now, self._epoch), daemon=True
+            )
+            self._worker.start()
+        return plan
+
+    def diagnostics(self, now: float | None = None) -> dict[str, str]:
+        """Key/values for /diagnostics: inference latency, observation age, input rates."""
+        now = self.clock() if now is None else now
+        s = self.stats
+
+        def pct(d, q):
+            return f"{np.percentile(list(d), q):.1f}" if d else "nan"
+
+        out = {
+            "inference_ms_p50": pct(s.inference_ms, 50),
+            "inference_ms_p90": pct(s.inference_ms, 90),
+            "latency_estimate_ms": f"{self.sched.latency.estimate() * 1e3:.1f}",
+            "obs_age_ms_p50": pct(s.obs_age_ms, 50),
+            "inferences": str(s.inferences),
+            "chunks_published": str(s.chunks_published),
+            "dropped_late_actions": str(s.dropped_late_actions),
+            "stale_skips": str(s.stale_skips),
+            "last_stale": s.last_stale,
+            "errors": str(s.errors),
+            "last_error": s.last_error,
+        }
+        for k, a in self.buffer.ages(now).items():
+            out[f"age_ms/{k}"] = "inf" if a == float("inf") else f"{a * 1e3:.0f}"
+        for k, r in self.buffer.rates().items():
+            out[f"rate_hz/{k}"] = f"{r:.1f}"
+        return out
