@@ -46,11 +46,8 @@ WRITER = textwrap.dedent(
         print("COMMITTED", e, flush=True)
 
     if point == "recover":  # a second writer that dies while cleaning up a crashed one's tail
-        store = EpisodeStore.open.__func__  # noqa: keep import order obvious
         orig = zarr.Array.resize
-        calls = []
         def resize(self, shape):
-            calls.append(shape)
             orig(self, shape)
             die()
         zarr.Array.resize = resize

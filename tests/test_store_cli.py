@@ -1,0 +1,123 @@
+"""``robot-policy dataset info`` / ``validate`` on good and broken stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from robot_policy.cli.main import main
+from robot_policy.data import EpisodeStore, KeySpec
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.zarr"
+    schema = {
+        "joint_pos": KeySpec("float32", (3,), names=["a", "b", "c"], units="rad"),
+        "cam": KeySpec("uint8", (4, 4, 3)),
+    }
+    s = EpisodeStore.create(path, schema, fps=20.0, robot="sim_panda")
+    for e, T in enumerate([3, 5]):
+        s.add_episode(
+            {"joint_pos": np.zeros((T, 3), np.float32), "cam": np.zeros((T, 4, 4, 3), np.uint8)},
+            meta={"success": e == 1, "seed": e, "randomization": {"friction": 0.5}},
+        )
+    return path
+
+
+def hand_made(path, lengths: dict[str, int], ends: list[int], fmt: int = 2):
+    root = zarr.open_group(str(path), mode="w", zarr_format=fmt)
+    for k, n in lengths.items():
+        root.create_array(f"data/{k}", shape=(n, 2), dtype="float32", chunks=(max(n, 1), 2))[:] = 1.0
+    root.create_array("meta/episode_ends", shape=(len(ends),), dtype="int64", chunks=(max(len(ends), 1),))[
+        :
+    ] = ends
+    return path
+
+
+def test_info_json(good, capsys):
+    assert main(["dataset", "info", str(good), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (
+        info["episodes"] == 2 and info["frames"] == 8 and info["fps"] == 20.0 and info["robot"] == "sim_panda"
+    )
+    assert info["keys"]["joint_pos"]["shape"] == [3] and info["keys"]["joint_pos"]["dtype"] == "float32"
+    assert info["keys"]["cam"] == {
+        **info["keys"]["cam"],
+        "shape": [4, 4, 3],
+        "dtype": "uint8",
+        "codec": "blosc",
+    }
+    assert [e["length"] for e in info["episodes_meta"]] == [3, 5]
+    assert info["episodes_meta"][1]["success"] is True and info["episodes_meta"][1]["randomization"] == {
+        "friction": 0.5
+    }
+
+
+def test_info_table(good, capsys):
+    assert main(["dataset", "info", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "episodes: 2" in out and "frames: 8" in out and "sim_panda" in out
+    assert "joint_pos" in out and "4x4x3" in out and '"success":true' in out
+
+
+def test_info_on_missing_store(tmp_path, capsys):
+    assert main(["dataset", "info", str(tmp_path / "nope.zarr")]) == 1
+    assert "cannot open" in capsys.readouterr().err
+
+
+def test_validate_ok(good, capsys):
+    assert main(["dataset", "validate", str(good), "--deep"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "lengths,ends,message",
+    [
+        ({"a": 10, "b": 10}, [4, 12], "episode_ends[-1] = 12 is past the length of data/a (10 frames)"),
+        ({"a": 10, "b": 8}, [4, 8], "keys of unequal length"),
+        ({"a": 10, "b": 10}, [6, 4, 10], "decreases at index 1: 6 then 4"),
+        ({"a": 10, "b": 10}, [4, 7], "3 frames past meta/episode_ends[-1] = 7"),
+    ],
+)
+def test_validate_reports_inconsistencies(tmp_path, capsys, lengths, ends, message):
+    path = hand_made(tmp_path / "bad.zarr", lengths, ends)
+    assert main(["dataset", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "INVALID" in err
+
+
+def test_validate_schema_mismatch_and_not_a_store(good, tmp_path, capsys):
+    g = zarr.open_group(str(good), mode="r+")
+    info = dict(g.attrs["robot_policy"])
+    info["schema"]["joint_pos"]["shape"] = [4]
+    g.attrs["robot_policy"] = info
+    assert main(["dataset", "validate", str(good)]) == 1
+    assert "the schema says float32 (4,)" in capsys.readouterr().err
+    zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
+    assert main(["dataset", "validate", str(tmp_path / "empty.zarr")]) == 1
+    assert "no 'data' group" in capsys.readouterr().err
+
+
+def test_entry_point_subprocess(good):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run(
+        [sys.executable, "-m", "robot_policy.cli.main", "dataset", "validate", str(good)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(
+        [sys.executable, "-m", "robot_policy.cli.main", "dataset", "info", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert p.returncode == 0 and "example" in p.stdout

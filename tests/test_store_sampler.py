@@ -1,0 +1,124 @@
+"""SequenceDataset windows (edge padding at episode starts and ends) and train/val split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robot_policy.data import EpisodeStore, KeySpec, SequenceDataset, train_val_split
+
+LENGTHS = [5, 20, 3]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Each frame's values encode (episode, step) so windows can be checked exactly."""
+    path = tmp_path_factory.mktemp("sampler") / "s.zarr"
+    schema = {
+        "state": KeySpec("float32", (2,)),
+        "cam": KeySpec("uint8", (4, 5, 3)),
+        "action": KeySpec("float32", (3,)),
+    }
+    s = EpisodeStore.create(path, schema, fps=10)
+    for e, T in enumerate(LENGTHS):
+        t = np.arange(T, dtype=np.float32)
+        s.add_episode(
+            {
+                "state": np.stack([np.full(T, e, np.float32), t], -1),
+                "cam": np.broadcast_to(
+                    (10 * e + np.arange(T, dtype=np.uint8))[:, None, None, None], (T, 4, 5, 3)
+                ).copy(),
+                "action": np.stack([np.full(T, e, np.float32), t, -t], -1),
+            }
+        )
+    return EpisodeStore.open(path)
+
+
+def steps(arr: np.ndarray) -> list[int]:
+    return arr[:, 1].astype(int).tolist()
+
+
+def test_windows_pad_by_repeating_edge_frames(store):
+    ds = SequenceDataset(store, ["state", "cam"], "action", n_obs_steps=2, horizon=6)
+    assert len(ds) == sum(LENGTHS)  # one window per frame (its current step)
+    # Start of episode 0: the observation before frame 0 repeats frame 0.
+    item = ds[0]
+    assert steps(item["obs"]["state"]) == [0, 0]
+    assert steps(item["action"]) == [0, 0, 1, 2, 3, 4]
+    assert item["obs"]["cam"].shape == (2, 4, 5, 3) and item["obs"]["cam"][:, 0, 0, 0].tolist() == [0, 0]
+    # End of episode 0 (length 5): actions past the end repeat the last frame, never episode 1.
+    assert ds.locate(4) == (0, 4)
+    item = ds[4]
+    assert steps(item["obs"]["state"]) == [3, 4]
+    assert steps(item["action"]) == [3, 4, 4, 4, 4, 4]
+    assert set(item["action"][:, 0].tolist()) == {0.0}
+    # Start of episode 1.
+    assert ds.locate(5) == (1, 0)
+    item = ds[5]
+    assert item["obs"]["state"].tolist() == [[1, 0], [1, 0]]
+    assert steps(item["action"]) == [0, 0, 1, 2, 3, 4]
+    # Middle of episode 1: no padding.
+    item = ds[5 + 10]
+    assert steps(item["obs"]["state"]) == [9, 10] and steps(item["action"]) == [9, 10, 11, 12, 13, 14]
+    # A 3-frame episode shorter than the horizon: padded at both ends.
+    item = ds[len(ds) - 3]
+    assert ds.locate(len(ds) - 3) == (2, 0)
+    assert steps(item["action"]) == [0, 0, 1, 2, 2, 2]
+    assert item["obs"]["cam"][:, 0, 0, 0].tolist() == [20, 20]
+    assert steps(ds[-1]["obs"]["state"]) == [1, 2]
+
+
+def test_every_window_stays_in_one_episode_and_has_fixed_shapes(store):
+    ds = SequenceDataset(store, ["state", "cam"], "action", n_obs_steps=3, horizon=8)
+    for i in range(len(ds)):
+        item = ds[i]
+        ep, t = ds.locate(i)
+        assert item["obs"]["state"].shape == (3, 2) and item["action"].shape == (8, 3)
+        assert set(item["obs"]["state"][:, 0].tolist()) == {ep} and set(item["action"][:, 0].tolist()) == {ep}
+        assert item["obs"]["state"][-1, 1] == t  # the last observation is the current step
+        assert item["action"][2, 1] == t  # action index n_obs_steps-1 is the current step
+
+
+def test_pad_after_episode_subset_and_disk_reads(store):
+    ds = SequenceDataset(store, ["cam"], "action", n_obs_steps=2, horizon=6, pad_after=1)
+    # current steps stop where a window would pad more than one frame past the end
+    assert len(ds) == sum(max(0, L - 3) for L in LENGTHS)
+    assert max(steps(ds[i]["action"])[-1] for i in range(len(ds))) <= 19
+    sub = SequenceDataset(store, ["state"], "action", 2, 4, episodes=[2, 0])
+    assert len(sub) == 8 and sub.locate(0) == (2, 0)
+    on_disk = SequenceDataset(store, ["cam", "state"], "action", 2, 6, in_memory_keys=[])
+    in_ram = SequenceDataset(store, ["cam", "state"], "action", 2, 6)
+    assert not isinstance(on_disk._arrays["cam"], np.ndarray) and isinstance(
+        in_ram._arrays["cam"], np.ndarray
+    )
+    for i in (0, 4, 5, 17, len(in_ram) - 1):
+        np.testing.assert_array_equal(on_disk[i]["obs"]["cam"], in_ram[i]["obs"]["cam"])
+    with pytest.raises(KeyError, match="nope"):
+        SequenceDataset(store, ["nope"], "action")
+    with pytest.raises(IndexError):
+        SequenceDataset(store, ["state"], "action", episodes=[3])
+    with pytest.raises(ValueError, match="horizon"):
+        SequenceDataset(store, ["state"], "action", n_obs_steps=4, horizon=2)
+
+
+def test_torch_dataloader_batches(store):
+    ds = SequenceDataset(store, ["state", "cam"], "action", n_obs_steps=2, horizon=4)
+    assert isinstance(ds, torch.utils.data.Dataset)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=7, shuffle=True, num_workers=2)))
+    assert batch["obs"]["cam"].shape == (7, 2, 4, 5, 3) and batch["obs"]["cam"].dtype == torch.uint8
+    assert batch["action"].shape == (7, 4, 3) and batch["action"].dtype == torch.float32
+
+
+def test_train_val_split():
+    tr, va = train_val_split(20, val_ratio=0.2, seed=3)
+    assert len(va) == 4 and len(tr) == 16
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(20))
+    tr2, va2 = train_val_split(20, val_ratio=0.2, seed=3)
+    assert tr.tolist() == tr2.tolist() and va.tolist() == va2.tolist()
+    assert train_val_split(20, 0.2, seed=4)[1].tolist() != va.tolist()
+    assert [len(x) for x in train_val_split(3, 0.1)] == [2, 1]  # at least one val episode
+    assert [len(x) for x in train_val_split(1, 0.5)] == [1, 0]  # at least one train episode
+    assert [len(x) for x in train_val_split(5, 0.0)] == [5, 0]
+    with pytest.raises(ValueError):
+        train_val_split(5, 1.0)
