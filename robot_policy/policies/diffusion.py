@@ -95,17 +95,23 @@ class DiffusionPolicy(Policy):
                 f"num_steps={num_steps} must be in [1, {self.config.diffusion.num_train_timesteps}] for diffusion"
             )
         sched = self.scheduler(sampler)
-        sched.set_timesteps(num_steps, device=cond.device)
+        # [inference engine, issue 6] Timesteps stay on the CPU: diffusers then computes every step
+        # coefficient as a host scalar, so the loop has no device->host syncs and the whole
+        # sampler can be recorded as one CUDA graph; the network gets its timestep via torch.full.
+        sched.set_timesteps(num_steps)
         timesteps = sched.timesteps
         if not 0 <= start_step < len(timesteps):
             raise ValueError(f"start_step={start_step} must be in [0, {len(timesteps) - 1}]")
         x = self.initial_noise(cond.shape[0], noise, cond)
         if init is not None:
-            x = sched.add_noise(init.to(x.dtype), x, timesteps[start_step : start_step + 1])
+            # [inference engine] = sched.add_noise for these VP samplers, with host-scalar coefficients.
+            ac = sched.alphas_cumprod[timesteps[start_step]].item()
+            x = ac**0.5 * init.to(x.dtype) + (1.0 - ac) ** 0.5 * x
         x = x * sched.init_noise_sigma
         for t in timesteps[start_step:]:
             model_in = sched.scale_model_input(x, t)
-            out = self.model(model_in, t.expand(x.shape[0]), cond)
+            t_in = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)  # [inference engine]
+            out = self.model(model_in, t_in, cond)
             x = sched.step(out.to(x.dtype), t, x).prev_sample
         return x
 
