@@ -73,10 +73,10 @@ class SimRobot:
         self.steps = 0
         self._gripper_cmd = -1.0
         self.traj.clear()
-        estopped = self.safety.status.estopped
-        self.safety = SafetyLayer(self.hw)  # forget targets of the previous episode
-        if estopped:
-            self.safety.estop()  # a reset never releases the e-stop
+        status = self.safety.status
+        self.safety = SafetyLayer(self.hw)  # forget targets of the previous episode...
+        status.watchdog_tripped = False
+        self.safety.status = status  # ...but keep the counters and a latched e-stop
         return info
 
     def current_command_state(self) -> np.ndarray:

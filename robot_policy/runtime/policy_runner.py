@@ -107,8 +107,10 @@ class RunnerStats:
     last_error: str = ""
     chunks_published: int = 0
     dropped_late_actions: int = 0
-    inference_ms: deque = field(default_factory=lambda: deque(maxlen=100))
-    obs_age_ms: deque = field(default_factory=lambda: deque(maxlen=100))
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    obs_age_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    obs_to_cmd_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    """Capture of the newest input -> chunk ready to publish (camera/joint stamp to command)."""
 
 
 def queued_plan(sched, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -142,9 +144,12 @@ class PolicyRunner:
         sched_cfg = sched_cfg or SchedulerConfig(mode="async", n_action_steps=int(cfg.n_action_steps))
         self.sched = ChunkScheduler(sched_cfg, dt=self.dt)
         self.clock = clock or time.time
+        self.on_ready = on_ready
+        """Called from the inference thread when a chunk is ready: wake the loop to publish it now
+        instead of at the next control tick (up to one period of added latency)."""
         self.stats = RunnerStats()
         self._lock = threading.Lock()
-        self._result: tuple[ActionChunk, float, float] | None = None
+        self._result: tuple[ActionChunk, float, float, float] | None = None
         self._worker: threading.Thread | None = None
         self._epoch = 0  # bumped by reset(): results of older inferences are ignored
 
@@ -166,9 +171,11 @@ class PolicyRunner:
             elapsed = time.perf_counter() - t0
             with self._lock:
                 if epoch == self._epoch:
-                    self._result = (chunk, t_req, elapsed)
+                    self._result = (chunk, t_obs, elapsed, t_req)
                 else:
                     self.sched.cancel_inference()
+            if self.on_ready is not None:
+                self.on_ready()
         except Exception as e:  # report on /diagnostics, keep serving
             with self._lock:
                 self.stats.errors += 1
@@ -181,9 +188,10 @@ class PolicyRunner:
         plan = None
         with self._lock:
             if self._result is not None:
-                chunk, _, elapsed = self._result
+                chunk, t_obs, elapsed, _ = self._result
                 self._result = None
                 self.stats.inference_ms.append(elapsed * 1e3)
+                self.stats.obs_to_cmd_ms.append((now - t_obs) * 1e3)
                 before = self.sched.stats["dropped"]
                 self.sched.add_chunk(chunk, now=now)
                 times, actions = queued_plan(self.sched, now)
@@ -223,7 +231,11 @@ class PolicyRunner:
             "inference_ms_p50": pct(s.inference_ms, 50),
             "inference_ms_p90": pct(s.inference_ms, 90),
             "latency_estimate_ms": f"{self.sched.latency.estimate() * 1e3:.1f}",
+            "inference_ms_p99": pct(s.inference_ms, 99),
             "obs_age_ms_p50": pct(s.obs_age_ms, 50),
+            "obs_to_cmd_ms_p50": pct(s.obs_to_cmd_ms, 50),
+            "obs_to_cmd_ms_p90": pct(s.obs_to_cmd_ms, 90),
+            "obs_to_cmd_ms_p99": pct(s.obs_to_cmd_ms, 99),
             "inferences": str(s.inferences),
             "chunks_published": str(s.chunks_published),
             "dropped_late_actions": str(s.dropped_late_actions),

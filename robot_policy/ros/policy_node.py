@@ -1,0 +1,166 @@
+"""``policy_node``: the policy server. Loads a checkpoint, builds observations from the latest
+frames and joint states by capture stamp, infers asynchronously and publishes each chunk as a
+JointTrajectory (one point per action, ``time_from_start`` on the control grid), dropping actions
+whose time has passed. Reports inference latency, observation age and input rates on
+``/diagnostics``. Services: ``/policy/reset`` (new episode: forget inputs and plans, start),
+``/policy/pause`` (stop publishing; the robot's watchdog then holds position).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from robot_policy.ros import convert
+from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, declare, now_s, run_node
+from robot_policy.types import ActionChunk
+
+_JS_KEYS = ("joint_pos", "joint_vel", "gripper")
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__("policy")
+        from robot_policy.hardware.config import load_hardware_config
+        from robot_policy.policies import load
+        from robot_policy.runtime.policy_runner import PolicyRunner
+
+        ckpt = declare(self, "checkpoint", "", "checkpoint folder (model.safetensors + config.json)")
+        if not ckpt:
+            raise ValueError("policy_node needs a checkpoint: --ros-args -p checkpoint:=runs/NAME")
+        self.hw = load_hardware_config(
+            declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
+        )
+        steps = declare(self, "num_inference_steps", 0, "sampler steps (0: the checkpoint's default)")
+        max_age = declare(self, "max_obs_age", 0.5, "seconds: older inputs are dropped and reported")
+        threads = declare(
+            self, "torch_threads", 1, "CPU threads for inference (the control loop needs a core)"
+        )
+        self.autostart = declare(
+            self, "autostart", True, "publish from startup (false: wait for /policy/reset)"
+        )
+        import torch
+
+        torch.set_num_threads(int(threads))
+        policy = load(ckpt, device=declare(self, "device", "cpu", "torch device"))
+        if policy.config.action_dim != self.hw.command_dim:
+            raise ValueError(
+                f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
+                f"'{self.hw.name}' takes {self.hw.command_dim} ({self.hw.command_names})"
+            )
+        self._wake = threading.Event()
+        self.runner = PolicyRunner(
+            policy,
+            num_steps=steps or None,
+            max_obs_age=max_age,
+            clock=lambda: now_s(self),
+            on_ready=self._wake.set,
+        )
+        self.active = bool(self.autostart)
+        keys = self.runner.keys
+        self.pub_traj = self.create_publisher(
+            JointTrajectory, "/joint_trajectory_controller/joint_trajectory", COMMAND_QOS
+        )
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
+        cams = {k[: -len("_rgb")] for k in keys if k.endswith("_rgb")}
+        for cam in cams:
+            self.create_subscription(
+                Image, f"/{cam}/color/image_raw", lambda m, c=cam: self._on_img(m, c), SENSOR_QOS
+            )
+        if any(k not in _JS_KEYS and not k.endswith("_rgb") for k in keys):
+            self.create_subscription(JointState, "/sim/observation", self._on_state, SENSOR_QOS)
+        self.create_service(Trigger, "/policy/reset", self._srv_reset)
+        self.create_service(Trigger, "/policy/pause", self._srv_pause)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"policy {policy.config.family} from {ckpt}: inputs {keys}, {policy.config.fps:g} Hz, "
+            f"horizon {policy.config.horizon}, executes {policy.config.n_action_steps}"
+        )
+
+    def _on_js(self, msg):
+        try:
+            vals = convert.joint_state_to_obs(msg, self.hw.joint_names, self.hw.gripper_joint)
+        except KeyError as e:
+            self.get_logger().error(str(e), throttle_duration_sec=5.0)
+            return
+        t = convert.from_time(msg.header.stamp)
+        for k, v in vals.items():
+            self.runner.buffer.add(k, t, v)
+
+    def _on_state(self, msg):
+        t = convert.from_time(msg.header.stamp)
+        for k, v in convert.named_vector_to_obs(msg).items():
+            self.runner.buffer.add(k, t, v)
+
+    def _on_img(self, msg, cam):
+        f = convert.image_to_frame(msg, cam)
+        self.runner.buffer.add(f"{cam}_rgb", f.stamp, f.image)
+
+    def _srv_reset(self, req, resp):
+        self.runner.reset()
+        self.active = True
+        resp.success, resp.message = True, "policy reset: new episode"
+        return resp
+
+    def _srv_pause(self, req, resp):
+        self.active = False
+        resp.success, resp.message = True, "policy paused"
+        return resp
+
+    def _loop(self) -> None:
+        # Ticks on the control grid, plus an immediate tick whenever a chunk is ready, so a
+        # chunk is published as soon as it exists rather than up to one period later.
+        dt = self.runner.dt
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            if self.active:
+                now = now_s(self)
+                plan = self.runner.tick(now)
+                if plan is not None:
+                    times, actions = plan
+                    chunk = ActionChunk(actions, start_time=float(times[0]), dt=dt)
+                    self.pub_traj.publish(convert.chunk_to_trajectory(chunk, self.hw.command_names, now))
+            if time.monotonic() >= next_t:
+                next_t += dt
+                if time.monotonic() - next_t > dt:
+                    next_t = time.monotonic() + dt  # fell behind: no burst of catch-up ticks
+            self._wake.wait(max(0.0, next_t - time.monotonic()))
+            self._wake.clear()
+
+    def _publish_diagnostics(self) -> None:
+        values = self.runner.diagnostics(now_s(self))
+        st = DiagnosticStatus(name="policy: inference", hardware_id=self.hw.name)
+        stale = self.runner.stats.stale_skips
+        st.level = (
+            DiagnosticStatus.WARN if values["last_stale"] or values["last_error"] else DiagnosticStatus.OK
+        )
+        st.message = "active" if self.active else "paused"
+        if stale:
+            st.message += f"; {stale} inferences skipped for stale inputs"
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[st])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=3.0)
+
+
+def main() -> int:
+    return run_node(PolicyNode)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
