@@ -129,7 +129,13 @@ class PolicyRunner:
     """Async chunked inference over an :class:`ObservationBuffer`. Thread-safe ``tick``."""
 
     def __init__(
-        self, policy, num_steps: int | None = None, max_obs_age: float = 0.5, sched_cfg=None, clock=None
+        self,
+        policy,
+        num_steps: int | None = None,
+        max_obs_age: float = 0.5,
+        sched_cfg=None,
+        clock=None,
+        on_ready=None,
     ):
         from robot_policy.inference import ChunkScheduler, SchedulerConfig
 
