@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 import robot_policy.data.store as store_mod
+import robot_policy.data.writer as writer_mod
 from robot_policy.data import EpisodeStore, EpisodeValidationError, KeySpec, StoreError
 from robot_policy.data.validate import validate_store
 
@@ -283,12 +284,12 @@ def test_writer_misuse_and_bad_meta(tmp_path):
 
 @pytest.mark.parametrize("zarr_format", [3, 2])
 def test_discard_is_invisible_and_truncated(tmp_path, monkeypatch, zarr_format):
-    monkeypatch.setattr(store_mod, "FLUSH_BYTES", 64)  # frames reach disk mid-episode
+    monkeypatch.setattr(writer_mod, "FLUSH_BYTES", 64)  # frames reach disk mid-episode
     path = tmp_path / "s.zarr"
     s = EpisodeStore.create(path, SMALL, fps=10, zarr_format=zarr_format)
     first = small_episode(3, seed=0)
     s.add_episode(first, meta={"n": 0})
-    w = s.begin_episode(meta={"n": "discarded"})
+    w = s.begin_episode(meta={"n": "discarded"}, background=False)
     w.extend(small_episode(6, seed=1))
     assert s.array("cam").shape[0] > 3  # the partial episode is on disk ...
     assert EpisodeStore.open(path).num_episodes == 1  # ... but invisible to readers
@@ -329,3 +330,48 @@ def test_stats_computed_once_and_cached(tmp_path):
     # New episodes invalidate it.
     s.add_episode(small_episode(2, 2))
     assert EpisodeStore.open(path, "a").stats(["action"])["action"]["mean"].tolist() != [123.0, 456.0]
+
+
+def test_background_writes_land_in_order_and_errors_surface(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_mod, "FLUSH_BYTES", 100)  # many small background flushes
+    s = EpisodeStore.create(tmp_path / "s.zarr", SMALL, fps=10)
+    ep = small_episode(40, seed=4)
+    w = s.begin_episode()
+    for t in range(40):
+        frame = {k: v[t].copy() for k, v in ep.items()}
+        w.append(frame)
+        frame["cam"][:] = 0  # the caller reusing its buffer must not change what was appended
+    assert w.commit() == 0
+    assert_episode_equal(EpisodeStore.open(s.path).get_episode(0), ep)
+
+    def broken(arr, offset, parts):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(writer_mod, "_write", broken)
+    w = s.begin_episode()
+    with pytest.raises(OSError, match="No space left"):
+        for t in range(40):
+            w.append({k: v[t] for k, v in ep.items()})
+        w.commit()
+    w.discard()
+    assert s.num_episodes == 1 and EpisodeStore.open(s.path).num_episodes == 1
+
+
+def test_one_writing_process_per_store(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.zarr"
+    s = EpisodeStore.create(path, SMALL, fps=10)
+    code = f"from robot_policy.data import EpisodeStore; EpisodeStore.open({str(path)!r}, 'a')"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode != 0 and "open for writing by another process" in p.stderr
+    # Handles in one process share the lock; a second handle sees the first one's commits.
+    other = EpisodeStore.open(path, "a")
+    s.add_episode(small_episode(3, 0))
+    assert other.add_episode(small_episode(2, 1)) == 1
+    assert EpisodeStore.open(path).episode_lengths.tolist() == [3, 2]
+    s.close()
+    other.close()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -24,11 +24,11 @@ WRITER = textwrap.dedent(
     import numpy as np
     import zarr
     import robot_policy.data._zarr_io as zio
-    import robot_policy.data.store as st
+    import robot_policy.data.writer as wr
     from robot_policy.data import EpisodeStore, KeySpec
 
     path, point, fmt = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    st.FLUSH_BYTES = 512  # push frames of the open episode to disk while it streams
+    wr.FLUSH_BYTES = 512  # push frames of the open episode to disk while it streams
     SCHEMA = {"joint_pos": KeySpec("float32", (3,)), "cam": KeySpec("uint8", (6, 8, 3)),
               "action": KeySpec("float32", (2,))}
 
@@ -75,12 +75,12 @@ WRITER = textwrap.dedent(
 
     ep = episode(2)
     if point == "mid_stream":
-        w = store.begin_episode(meta={"e": 2})
+        w = store.begin_episode(meta={"e": 2}, background=False)  # frames surely on disk
         for t in range(4):
             w.append({k: v[t] for k, v in ep.items()})
         die()
     if point == "before_meta":  # all frames flushed, nothing of the commit written
-        st.EpisodeStore._commit = lambda self, n, meta: die()
+        EpisodeStore._commit = lambda self, n, meta: die()
     if point == "after_meta":  # per-episode metadata written, episode_ends untouched
         zio.append_commit_value = lambda arr, value: die()
     if point == "after_chunk":  # new end written into the chunk, shape not yet updated

@@ -6,6 +6,7 @@ releases (``AsyncArray`` construction for the commit write, the numcodecs wrappe
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -149,6 +150,70 @@ def append_commit_value(arr: zarr.Array, value: int) -> zarr.Array:
     ghost[n] = value
     arr.resize((n + 1,))
     return arr
+
+
+# Writer locks held by this process: realpath -> [descriptor, number of EpisodeStore handles].
+# flock conflicts even between two descriptors of one process, so handles in one process share
+# one lock; paths with an episode open in this process are tracked so that a second handle
+# never truncates that episode as a "crashed tail".
+_LOCKS: dict[str, list[int]] = {}
+OPEN_EPISODES: set[str] = set()
+
+
+def lock_for_writing(path: str) -> str:
+    """Take the store's exclusive writer lock for this process; returns the key for ``unlock``.
+
+    The lock is an flock on the ``data`` directory (its inode never changes, unlike metadata
+    files that are replaced on every write) and the kernel releases it when the process dies,
+    so a crashed writer never leaves a stale lock. A second writing process would truncate the
+    first one's open episode as an uncommitted tail, so it is refused instead.
+    """
+    import fcntl
+
+    key = os.path.realpath(path)
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return key
+    fd = os.open(os.path.join(key, "data"), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        from robot_policy.data.store import StoreError
+
+        raise StoreError(
+            f"{path} is open for writing by another process; open it with mode='r' to read, "
+            "or stop the other writer first"
+        ) from None
+    _LOCKS[key] = [fd, 1]
+    return key
+
+
+def unlock(key: str) -> None:
+    entry = _LOCKS.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        os.close(entry[0])  # closing the descriptor releases the flock
+        del _LOCKS[key]
+
+
+def writer_active(path: str) -> bool:
+    """True when some process holds the store open for writing."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(path, "data"), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def open_group(path: str, mode: str) -> zarr.Group:

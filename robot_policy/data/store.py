@@ -27,16 +27,14 @@ import numpy as np
 
 from robot_policy.data import _zarr_io as zio
 from robot_policy.data.schema import KeySpec, check_meta, coerce_schema, validate_frames
+from robot_policy.data.stats import compute_stats
+from robot_policy.data.writer import EpisodeWriter
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ATTR = "robot_policy"
 STATS_ATTR = "robot_policy_stats"
-# Buffered frames of an open episode are written to disk once a key holds this many bytes
-# (images stream out every ~16 frames at 640x480; low-dim keys usually wait for commit).
-FLUSH_BYTES = 16 << 20
-IMAGE_STATS_MAX_FRAMES = 512
 
 
 class StoreError(RuntimeError):
@@ -46,11 +44,13 @@ class StoreError(RuntimeError):
 class EpisodeStore:
     """Episodes of synchronized frames on disk; see the module docstring for the layout."""
 
-    def __init__(self, group, path: str, mode: str) -> None:
+    def __init__(self, group, path: str, mode: str, durable: bool = False) -> None:
         self._group = group
         self.path = str(path)
         self.mode = mode
+        self.durable = durable
         self._writer: EpisodeWriter | None = None
+        self._lock: str | None = zio.lock_for_writing(self.path) if mode == "a" else None
         self._load()
 
     # ------------------------------------------------------------------ create / open
@@ -65,12 +65,15 @@ class EpisodeStore:
         overwrite: bool = False,
         image_codec: str = "blosc",
         attrs: dict | None = None,
+        durable: bool = False,
     ) -> EpisodeStore:
         """Create an empty store. Errors if ``path`` exists unless ``overwrite=True``.
 
         ``image_codec`` applies to uint8 (H, W[, C]) keys without their own ``KeySpec.codec``:
         "blosc" (lossless, default), "jpegxl" (lossless, smaller, slower to decode),
         "jpegxl-lossy" (quality 95), "jpeg2k" (lossy, Diffusion Policy's choice).
+        ``durable``: also survive power loss, not only process crashes (``os.sync()`` around
+        each commit; costs time proportional to the unsynced data).
         """
         schema = coerce_schema(schema)
         if zarr_format not in (2, 3):
@@ -113,15 +116,16 @@ class EpisodeStore:
             "pending": None,
             **({"attrs": attrs} if attrs else {}),
         }
-        return cls(zio.open_group(str(p), "r+"), str(p), "a")
+        return cls(zio.open_group(str(p), "r+"), str(p), "a", durable=durable)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
+    def open(cls, path: str | os.PathLike, mode: str = "r", durable: bool = False) -> EpisodeStore:
         """Open an existing store: ``"r"`` read-only, ``"a"`` to add episodes.
 
         Works on hand-made Diffusion Policy stores (only ``data/`` and ``meta/episode_ends``,
         zarr format 2 or 3). Opening with ``"a"`` truncates an uncommitted tail left by a
-        writer that crashed.
+        writer that crashed. Only one process may hold a store open with ``"a"`` at a time
+        (an advisory lock, released when the process exits or dies, or by ``close()``).
         """
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
@@ -132,7 +136,7 @@ class EpisodeStore:
             group = zio.open_group(str(p), "r" if mode == "r" else "r+")
         except Exception as e:  # zarr raises several types for "not a group"
             raise StoreError(f"{p} is not a zarr group ({e})") from e
-        store = cls(group, str(p), mode)
+        store = cls(group, str(p), mode, durable=durable)
         if mode == "a":
             store._recover()
         return store
@@ -160,6 +164,8 @@ class EpisodeStore:
 
     def _recover(self) -> None:
         """Drop an uncommitted tail (partial episode of a crashed writer): truncate to the last end."""
+        if self._lock in zio.OPEN_EPISODES:  # another handle in this process is writing that tail
+            return
         end = self.num_frames
         tails = {k: a.shape[0] - end for k, a in self._data.items() if a.shape[0] > end}
         pending = self._info.get("pending")
@@ -181,6 +187,25 @@ class EpisodeStore:
         info["pending"] = value
         self._group.attrs[ATTR] = info
         self._info = info
+
+    def close(self) -> None:
+        """Release the writer lock (mode "a"); an open episode is discarded."""
+        if self._writer is not None and not self._writer.closed:
+            self._writer.discard()
+        if self._lock is not None:
+            zio.unlock(self._lock)
+            self._lock = None
+        self.mode = "r"
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_lock", None) is not None:
+            zio.unlock(self._lock)
 
     def refresh(self) -> None:
         """Re-read episode ends and metadata (another process may have committed episodes)."""
@@ -269,14 +294,21 @@ class EpisodeStore:
                 f"{self.path} is open read-only; use EpisodeStore.open(path, mode='a') to add episodes"
             )
 
-    def begin_episode(self, meta: dict | None = None) -> EpisodeWriter:
-        """Start streaming an episode; nothing is visible until ``commit()``."""
+    def begin_episode(self, meta: dict | None = None, background: bool = True) -> EpisodeWriter:
+        """Start streaming an episode; nothing is visible until ``commit()``.
+
+        ``background``: compress and write buffered blocks in a worker thread (default), so
+        ``append`` returns quickly; False writes in the caller's thread.
+        """
         self._check_writable()
-        if self._writer is not None:
+        if self._writer is not None or self._lock in zio.OPEN_EPISODES:
             raise StoreError("another episode is open on this store; commit() or discard() it first")
+        meta = check_meta(meta, self.num_episodes)
+        self.refresh()  # another handle in this process may have committed since we loaded
         self._recover()
-        w = EpisodeWriter(self, check_meta(meta, self.num_episodes))
+        w = EpisodeWriter(self, meta, background=background)
         self._writer = w
+        zio.OPEN_EPISODES.add(self._lock)
         self._set_pending({"start": self.num_frames, "since": time.time(), "pid": os.getpid()})
         return w
 
@@ -285,7 +317,7 @@ class EpisodeStore:
         self._check_writable()
         validate_frames(self._schema, frames, self.num_episodes, batched=True)
         check_meta(meta, self.num_episodes)
-        w = self.begin_episode(meta)
+        w = self.begin_episode(meta, background=False)
         try:
             w.extend(frames)
             return w.commit()
@@ -301,7 +333,11 @@ class EpisodeStore:
         metas.append(meta)
         # Written before the commit point; an entry past num_episodes is ignored by readers.
         self._group["meta"].attrs["episodes"] = metas
+        if self.durable:  # frames and metadata on disk before the commit can be
+            os.sync()
         zio.append_commit_value(self._ends_arr, new_end)  # <- commit point
+        if self.durable:
+            os.sync()
         self._ends = np.append(self._ends, np.int64(new_end))
         self._meta_list = metas
         self._set_pending(None)
@@ -325,127 +361,9 @@ class EpisodeStore:
             cached = {"digest": digest, "keys": {}}
         todo = [k for k in keys if k not in cached["keys"]]
         for k in todo:
-            cached["keys"][k] = _compute_stats(self._data[k], self.num_frames, self._schema[k])
+            if self.num_frames == 0:
+                raise StoreError("the store has no episodes: statistics need at least one committed frame")
+            cached["keys"][k] = compute_stats(self._data[k], self.num_frames, self._schema[k])
         if todo and self.mode == "a" and self._writer is None:
             self._group.attrs[STATS_ATTR] = cached
         return {k: {s: np.asarray(v, dtype=np.float32) for s, v in cached["keys"][k].items()} for k in keys}
-
-
-def _compute_stats(arr, n: int, spec: KeySpec) -> dict[str, list]:
-    if n == 0:
-        raise StoreError("the store has no episodes: statistics need at least one committed frame")
-    if zio.is_image_spec(spec.dtype, spec.shape):
-        idx = np.unique(np.linspace(0, n - 1, min(n, IMAGE_STATS_MAX_FRAMES)).astype(np.int64))
-        x = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float64)
-        x = x.reshape(-1, spec.shape[2] if len(spec.shape) == 3 else 1)
-        return {
-            "min": x.min(0).tolist(),
-            "max": x.max(0).tolist(),
-            "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(),
-        }
-    # Chunked accumulation keeps memory flat on long datasets.
-    step = max(1, (64 << 20) // max(1, int(np.prod(spec.shape, dtype=np.int64)) * 8))
-    cnt, s1, s2, lo, hi = 0, 0.0, 0.0, None, None
-    for a in range(0, n, step):
-        x = np.asarray(arr[a : min(n, a + step)], dtype=np.float64)
-        cnt += x.shape[0]
-        s1 = s1 + x.sum(0)
-        s2 = s2 + (x * x).sum(0)
-        lo = x.min(0) if lo is None else np.minimum(lo, x.min(0))
-        hi = x.max(0) if hi is None else np.maximum(hi, x.max(0))
-    mean = s1 / cnt
-    std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
-    return {k: np.asarray(v).tolist() for k, v in (("min", lo), ("max", hi), ("mean", mean), ("std", std))}
-
-
-class EpisodeWriter:
-    """Streams frames of one episode; ``commit()`` makes it visible, ``discard()`` drops it."""
-
-    def __init__(self, store: EpisodeStore, meta: dict) -> None:
-        self._store = store
-        self._meta = meta
-        self.episode = store.num_episodes
-        self._start = store.num_frames
-        self._buf: dict[str, list[np.ndarray]] = {k: [] for k in store.keys}
-        self._buf_bytes = dict.fromkeys(store.keys, 0)
-        self._written = dict.fromkeys(store.keys, 0)  # frames already flushed to disk per key
-        self.num_frames = 0
-        self.closed = False
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise StoreError(
-                "this episode was already committed or discarded; call store.begin_episode() again"
-            )
-
-    def append(self, frame: dict[str, np.ndarray]) -> None:
-        """Add one frame ``{key: array(*shape)}`` (validated before anything is buffered)."""
-        self._check_open()
-        validate_frames(self._store._schema, frame, self.episode, batched=False, frame_offset=self.num_frames)
-        self._push({k: np.asarray(v)[None] for k, v in frame.items()})
-
-    def extend(self, frames: dict[str, np.ndarray]) -> None:
-        """Add ``n`` frames ``{key: array(n, *shape)}``."""
-        self._check_open()
-        validate_frames(self._store._schema, frames, self.episode, batched=True, frame_offset=self.num_frames)
-        self._push({k: np.asarray(v) for k, v in frames.items()})
-
-    def _push(self, frames: dict[str, np.ndarray]) -> None:
-        n = 0
-        for k, v in frames.items():
-            self._buf[k].append(np.ascontiguousarray(v))
-            self._buf_bytes[k] += v.nbytes
-            n = v.shape[0]
-        self.num_frames += n
-        for k in frames:
-            if self._buf_bytes[k] >= FLUSH_BYTES:
-                self._flush(k)
-
-    def _flush(self, key: str) -> None:
-        if not self._buf[key]:
-            return
-        block = np.concatenate(self._buf[key]) if len(self._buf[key]) > 1 else self._buf[key][0]
-        arr = self._store._data[key]
-        a = self._start + self._written[key]
-        arr.resize((a + block.shape[0], *arr.shape[1:]))
-        arr[a : a + block.shape[0]] = block
-        self._written[key] += block.shape[0]
-        self._buf[key].clear()
-        self._buf_bytes[key] = 0
-
-    def update_meta(self, meta: dict) -> None:
-        """Merge more metadata (e.g. success, known only at the end)."""
-        self._check_open()
-        self._meta.update(check_meta(meta, self.episode))
-
-    def commit(self) -> int:
-        """Write what is buffered, then make the episode visible; returns its index."""
-        self._check_open()
-        if self.num_frames == 0:
-            raise StoreError(f"episode {self.episode} has no frames; append() some or discard() it")
-        for k in self._buf:
-            self._flush(k)
-        idx = self._store._commit(self.num_frames, self._meta)
-        self._close()
-        return idx
-
-    def discard(self) -> None:
-        """Drop the episode. Atomic: it was never visible; its tail is truncated from disk."""
-        self._check_open()
-        self._close()
-        self._store._recover()
-
-    def _close(self) -> None:
-        self.closed = True
-        self._buf = {k: [] for k in self._buf}
-        self._store._writer = None
-
-    def __enter__(self) -> EpisodeWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        # Leaving the block without commit (exception or not) discards: an episode is committed
-        # only on purpose.
-        if not self.closed:
-            self.discard()

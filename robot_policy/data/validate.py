@@ -96,10 +96,14 @@ def validate_store(path: str | Path, deep: bool = False) -> ValidationReport:
     longer = {k: n for k, n in lengths.items() if n > last}
     if longer:
         if pending:
+            who = (
+                "being recorded now"
+                if zio.writer_active(str(p))
+                else f"left by writer pid {pending.get('pid')}, which is gone"
+            )
             rep.notes.append(
-                f"uncommitted partial episode ({max(longer.values()) - last} frames past the last commit, "
-                f"started by pid {pending.get('pid')}): invisible to readers, truncated by the next "
-                "EpisodeStore.open(path, 'a')"
+                f"uncommitted partial episode ({max(longer.values()) - last} frames past the last commit, {who}): "
+                "invisible to readers; the next EpisodeStore.open(path, 'a') truncates a dead writer's tail"
             )
         elif len(set(lengths.values())) > 1:
             rep.errors.append(
