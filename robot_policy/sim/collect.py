@@ -189,6 +189,19 @@ def collect(
     return summary
 
 
+def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> None:
+    """mp4 (H.264 via imageio-ffmpeg) or gif, chosen by the file suffix."""
+    import imageio.v3 as iio
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        iio.imwrite(path, np.stack(frames), duration=1000.0 / fps, loop=0)
+    elif suffix in (".mp4", ".m4v", ".mov"):
+        iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264", macro_block_size=8, plugin="FFMPEG")
+    else:
+        raise ValueError(f"--video {path}: use a .mp4 or .gif file name")
+
+
 @dataclass
 class ReplayResult:
     episode: int
@@ -235,21 +248,16 @@ def replay(
     env = make_env(meta["task"])
     u = env.unwrapped
     obs, _ = env.reset(seed=int(meta["seed"]), options={"randomization": meta.get("randomization") or {}})
-    writer = None
-    if video:
-        import imageio.v2 as imageio
-
-        writer = imageio.get_writer(str(video), fps=fps or u.control_hz)
-        writer.append_data(u.render_frame())
+    frames = [u.render_frame()] if video else []
     err, success = 0.0, False
     for t, action in enumerate(data["action"]):
         err = max(err, float(np.abs(obs["joint_pos"] - data["joint_pos"][t]).max()))
         obs, _, _, _, info = env.step(action)
         success = success or info["success"]
-        if writer is not None:
-            writer.append_data(u.render_frame())
-    if writer is not None:
-        writer.close()
+        if video:
+            frames.append(u.render_frame())
+    if video:
+        write_video(video, frames, fps or u.control_hz)
     env.close()
     return ReplayResult(
         episode=episode,

@@ -136,7 +136,14 @@ def load_randomization(path: str | Path) -> RandomizationConfig:
     if not p.exists():
         known = sorted(x.stem for x in RANDOMIZATION_DIR.glob("*.yaml"))
         raise ConfigError(f"randomization file {path} does not exist; shipped configs: {known}")
-    return load_config(RandomizationConfig, p)
+    try:
+        return load_config(RandomizationConfig, p)
+    except ConfigError as e:
+        # Range checks run in __post_init__, which does not know the file: name it here.
+        msg = str(e)
+        if msg.startswith("randomization."):
+            raise ConfigError(f"{p}.{msg[len('randomization.') :]}") from None
+        raise
 
 
 class Randomizer:
