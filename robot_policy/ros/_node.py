@@ -48,8 +48,13 @@ def run_node(factory: Callable[[], Node], threads: int = 2) -> int:
         pass
     except SystemExit as e:  # a node asked to end (e.g. scripted teleop finished)
         code = int(e.code or 0)
-    except Exception:
-        logging.getLogger("robot_policy.ros").exception("node failed")
+    except Exception as e:
+        if isinstance(e, (ValueError, KeyError, OSError)) or type(e).__module__.startswith("robot_policy"):
+            # Configuration errors (bad parameter, missing file or checkpoint): the message says
+            # what is wrong and how to fix it; a traceback would bury it.
+            logging.getLogger("robot_policy.ros").error("%s: %s", type(e).__name__, e)
+        else:
+            logging.getLogger("robot_policy.ros").exception("node failed")
         code = 1
     finally:
         if node is not None:
