@@ -26,7 +26,8 @@ class SimEnv(gym.Env):
 
     Set by ``_build``: ``model``, ``data`` (raw MuJoCo), ``joint_names``, ``qpos_adr``, ``dof_adr``,
     ``joint_lower``, ``joint_upper``, ``home_qpos``, ``ee_site_id``, ``object_body_ids``,
-    ``object_geom_ids``, ``table_geom_ids``, ``object_dim``, ``object_pos_idx``.
+    ``object_geom_ids``, ``table_geom_ids``, ``object_dim``, ``object_pos_idx``, ``finger_joint_id``,
+    ``object_half_sizes``.
     """
 
     metadata = {"render_modes": ["rgb_array"]}

@@ -32,12 +32,18 @@ class WaypointExpert:
 
     fast = 0.015  # m per control step in free space
     slow = 0.007  # m per control step near objects
-    yaw_rate = 0.08  # rad per control step
+    yaw_rate = 0.04  # rad per control step
+    # Below the de-rated Franka limits of hardware/*.yaml (1.09-1.3 rad/s), so the same commands
+    # pass the safety layer's rate limiter unchanged on the ROS sim robot and on the real arm.
+    max_joint_speed = 0.9  # rad/s
 
     def __init__(self, env, noise: float = 1.0):
         self.env = env.unwrapped
         self.noise = noise
         _, home_mat = self.env.ik.fk(self.env.home_qpos)
+        # Direction the fingers close along, in the end-effector frame (for obstacle-aware grasps).
+        axis_world = self.env.ik.data.xaxis[self.env.finger_joint_id]
+        self.finger_axis_ee = home_mat.T @ axis_world
         # Straight top-down grasp frame closest to the home orientation (home may be tilted a little).
         z = np.array([0.0, 0.0, -1.0])
         x = home_mat[:, 0] - home_mat[:, 0] @ z * z
@@ -62,12 +68,35 @@ class WaypointExpert:
         self.cmd_pos = self.cmd_pos + (delta if dist <= step else delta * step / dist)
         self.cmd_yaw += float(np.clip(target_yaw - self.cmd_yaw, -self.yaw_rate, self.yaw_rate))
         target_mat = yaw_matrix(self.cmd_yaw) @ self.down_mat
-        self.q_cmd = self.env.ik.solve(self.q_cmd, self.cmd_pos, target_mat, iters=2)
-        q = self.q_cmd + self.rng.normal(0.0, 0.002 * self.noise, len(self.q_cmd))
+        q_new = self.env.ik.solve(self.q_cmd, self.cmd_pos, target_mat, iters=2)
+        max_dq = self.max_joint_speed / self.env.control_hz
+        self.q_cmd = self.q_cmd + np.clip(q_new - self.q_cmd, -max_dq, max_dq)
+        q = self.q_cmd + self.rng.normal(0.0, 0.001 * self.noise, len(self.q_cmd))
         return np.concatenate([q, [grip]]).astype(np.float32)
+
+    def _grasp_yaw(self, obj_quat, obj_pos, obstacles=()) -> float:
+        """Yaw aligning the fingers with the cube's faces; of the two choices, the one whose
+        fingers stay clear of nearby objects (else the smaller wrist rotation)."""
+        yaw = cube_yaw(obj_quat)
+        if not len(obstacles):
+            return yaw
+        best, best_cost = yaw, np.inf
+        for cand in (yaw, yaw + np.pi / 2 if yaw < 0 else yaw - np.pi / 2):
+            axis = (yaw_matrix(cand) @ self.down_mat @ self.finger_axis_ee)[:2]
+            cost = 0.1 * abs(cand)
+            for ob in obstacles:
+                d = np.asarray(ob[:2]) - obj_pos[:2]
+                dist = np.linalg.norm(d)
+                # Fingers reach ~6 cm from the cube centre along their axis: penalize obstacles there.
+                if dist < 0.14:
+                    cost += abs(axis @ d / dist) * (0.14 - dist) * 10
+            if cost < best_cost:
+                best, best_cost = cand, cost
+        return best
 
     def _reached(self, obs, target, tol) -> bool:
         cmd_done = np.linalg.norm(self.cmd_pos - np.asarray(target)) < 0.003
+        cmd_done = cmd_done and abs(self.cmd_yaw - self.memory.get("yaw", self.cmd_yaw)) < 0.02
         return cmd_done and np.linalg.norm(obs["ee_pos"] - np.asarray(target)) < tol
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -88,10 +117,10 @@ class WaypointExpert:
         raise NotImplementedError
 
     # -- shared phases ---------------------------------------------------------------------------
-    def _grasp_phases(self, obs, obj_pos, obj_quat, half_height):
+    def _grasp_phases(self, obs, obj_pos, obj_quat, half_height, obstacles=()):
         """Phases 0-2: above the object, down around it, close. Returns None once they are done."""
         if self.phase == 0:
-            yaw = cube_yaw(obj_quat)
+            yaw = self._grasp_yaw(obj_quat, obj_pos, obstacles)
             self.memory["yaw"] = yaw
             target = obj_pos + np.array([*self.grasp_offset, half_height + 0.08])
             return target, yaw, -1.0, self.fast, self._reached(obs, target, 0.02) or self.phase_steps > 80
@@ -134,7 +163,7 @@ class StackExpert(WaypointExpert):
         b_pos = obs["object"][7:10]
         ha = float(self.env.object_half_sizes[0][2])
         hb = float(self.env.object_half_sizes[1][2])
-        out = self._grasp_phases(obs, a_pos, a_quat, ha)
+        out = self._grasp_phases(obs, a_pos, a_quat, ha, obstacles=[b_pos])
         if out is not None:
             return out
         yaw = self.memory["yaw"]

@@ -58,9 +58,14 @@ class RobosuiteEnv(SimEnv):
 
     def _build(self) -> None:
         ensure_gl_backend()
-        import robosuite as suite
-        from robosuite.controllers import load_composite_controller_config
-
+        # robosuite warns on import about optional extras (private macros, robosuite_models, mink)
+        # that these tasks do not use; silence only the import.
+        logging.disable(logging.WARNING)
+        try:
+            import robosuite as suite
+            from robosuite.controllers import load_composite_controller_config
+        finally:
+            logging.disable(logging.NOTSET)
         _quiet_robosuite()
         cfg = load_composite_controller_config(controller="BASIC", robot="Panda")
         cfg["body_parts"] = {"right": dict(JOINT_CONTROLLER)}
@@ -97,6 +102,7 @@ class RobosuiteEnv(SimEnv):
         self.home_qpos = np.array(robot.init_qpos, dtype=np.float64)
         self.ee_site_id = int(robot.eef_site_id["right"])
         self._gripper_qpos = np.array(robot._ref_gripper_joint_pos_indexes["right"])
+        self.finger_joint_id = int(np.flatnonzero(self.model.jnt_qposadr == self._gripper_qpos[0])[0])
         objs = [getattr(self.rs, n) for n in self.object_names]
         self.object_body_ids = [self.model.body(o.root_body).id for o in objs]
         self.object_geom_ids = [self.model.geom(g).id for o in objs for g in o.contact_geoms + o.visual_geoms]

@@ -48,6 +48,7 @@ class TabletopEnv(SimEnv):
             [m.actuator("panda_finger_joint1").id, m.actuator("panda_finger_joint2").id]
         )
         self._finger_qpos = np.array([m.jnt_qposadr[m.joint(f"panda_finger_joint{i}").id] for i in (1, 2)])
+        self.finger_joint_id = m.joint("panda_finger_joint1").id
         self._cube_qpos = m.jnt_qposadr[m.joint("cube").id]
         self._cube_body = m.body("cube").id
         self.object_body_ids = [self._cube_body]
