@@ -48,6 +48,8 @@ def tiny_policy(family: str, images: bool = False, seed: int = 0):
 def engine(policy, **kw) -> InferenceEngine:
     kw.setdefault("warmup", 1)
     kw.setdefault("device", "cpu")
+    # 'auto' would pick bf16 on CPUs where a timing probe says it is faster: not deterministic.
+    kw.setdefault("precision", "fp32")
     return InferenceEngine(policy, EngineConfig(**kw))
 
 
