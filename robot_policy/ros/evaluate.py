@@ -1,0 +1,116 @@
+"""Evaluation episodes through the ROS 2 graph: policy_node -> JointTrajectory -> sim_node,
+recorded by recorder_node. Drives the graph only through its services, as an operator would.
+
+Per episode: pause the policy, ``/sim/reset`` (seed), ``/policy/reset``, ``/recorder/start``,
+poll ``/sim/success`` until success (+ a short settle) or the time limit, pause the policy,
+``/recorder/mark_success``, ``/recorder/stop``. The policy's ``/diagnostics`` give latencies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from robot_policy.ros.client import GraphClient
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    duration_s: float
+    recorded: bool
+    recorder_message: str
+    latency: dict[str, float] = field(default_factory=dict)
+    """Policy diagnostics at the end of the episode (ms percentiles over the recent window)."""
+
+
+def _policy_diag(client: GraphClient, since: float, timeout: float = 3.0) -> dict[str, str]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for msg in reversed(client.messages("/diagnostics")):
+            if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
+                continue
+            for st in msg.status:
+                if st.name == "policy: inference":
+                    return {kv.key: kv.value for kv in st.values}
+        time.sleep(0.1)
+    return {}
+
+
+def wait_for_graph(
+    client: GraphClient, timeout: float = 120.0, policy: bool = True, recorder: bool = True
+) -> None:
+    """Block until the sim (and the policy/recorder services) answer."""
+    from sensor_msgs.msg import JointState
+
+    client.subscribe("/joint_states", JointState, keep=2)
+    client.latest("/joint_states", timeout=timeout)
+    if policy:
+        client.call("/policy/pause", timeout=timeout)
+    if recorder:
+        client.call("/recorder/discard", timeout=timeout)
+
+
+def run_episodes(
+    client: GraphClient,
+    episodes: int,
+    max_seconds: float,
+    settle_s: float = 0.5,
+    record: bool = True,
+    progress: bool = True,
+) -> list[EpisodeResult]:
+    """Run ``episodes`` evaluation episodes through the graph; returns one result per episode."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_srvs.srv import SetBool
+    from tqdm import tqdm
+
+    client.subscribe("/diagnostics", DiagnosticArray, keep=20, sensor=False)
+    results: list[EpisodeResult] = []
+    bar = tqdm(range(episodes), desc="eval (ROS 2 graph)", unit="ep", disable=not progress)
+    for _ in bar:
+        client.call("/policy/pause")
+        seed = int(client.call("/sim/reset").message.split("seed=")[1].split()[0])
+        client.call("/policy/reset")
+        if record:
+            client.call("/recorder/start")
+        t0 = time.time()
+        success = False
+        while time.time() - t0 < max_seconds:
+            time.sleep(0.25)
+            if client.call("/sim/success").success:
+                success = True
+                time.sleep(settle_s)
+                break
+        duration = time.time() - t0
+        client.call("/policy/pause")
+        msg, recorded = "", False
+        if record:
+            client.call("/recorder/mark_success", SetBool, data=success)
+            r = client.call("/recorder/stop")
+            msg, recorded = r.message, bool(r.success)
+        diag = _policy_diag(client, since=client.now() - 1.5)
+        lat = {}
+        for k in (
+            "inference_ms_p50",
+            "inference_ms_p90",
+            "obs_to_cmd_ms_p50",
+            "obs_to_cmd_ms_p90",
+            "obs_age_ms_p50",
+        ):
+            try:
+                lat[k] = float(diag[k])
+            except (KeyError, ValueError):
+                pass
+        results.append(EpisodeResult(seed, success, duration, recorded, msg, lat))
+        bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+    return results
+
+
+def final_diagnostics(client: GraphClient) -> dict[str, str]:
+    """The policy node's diagnostics now (latency percentiles over its whole window)."""
+    return _policy_diag(client, since=client.now() - 1.5, timeout=5.0)
+
+
+def to_dicts(results: list[EpisodeResult]) -> list[dict]:
+    return [asdict(r) for r in results]
