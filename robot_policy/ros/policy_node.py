@@ -118,6 +118,18 @@ class PolicyNode(Node):
         return resp
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            if not self.context.ok() or self._stop.is_set():
+                return  # shutting down: publishers are already gone
+            import traceback
+
+            self.get_logger().error("policy loop crashed:\n" + traceback.format_exc())
+            self.exit_code = 1
+            self.context.try_shutdown()
+
+    def _run(self) -> None:
         # Ticks on the control grid, plus an immediate tick whenever a chunk is ready, so a
         # chunk is published as soon as it exists rather than up to one period later.
         dt = self.runner.dt

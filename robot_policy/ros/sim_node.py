@@ -158,6 +158,8 @@ class SimNode(Node):
         try:
             self._run()
         except Exception:
+            if not self.context.ok() or self._stop.is_set():
+                return  # shutting down (Ctrl-C): publishers are already gone
             # A dead control loop must not leave a node that looks alive: exit non-zero.
             self.get_logger().error("control loop crashed:\n" + traceback.format_exc())
             self.exit_code = 1
