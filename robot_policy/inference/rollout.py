@@ -106,6 +106,7 @@ def scheduled_episode_fn(engine, cfg: RolloutConfig) -> Callable:
             "dropped_actions": sched.stats["dropped"],
             "held_ticks": sched.stats["holds"],
             "inferences": len(latencies),
+            "chunks_applied": sched.stats["chunks"],
         }
 
     return run
