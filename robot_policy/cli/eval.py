@@ -35,6 +35,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="inference device")
     p.add_argument("--json", help="write the results JSON here")
     p.add_argument("--video", help="save videos of the first episodes into this folder")
+    from robot_policy.inference.rollout import add_engine_args  # [inference engine, issue 6]
+
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -49,10 +52,24 @@ def run(args) -> int:
     from robot_policy.policies import load
 
     torch.set_grad_enabled(False)
+    from robot_policy.inference.rollout import engine_rollout
+
     policy = load(args.checkpoint, device=args.device)
+    # [inference engine, issue 6] engine + ChunkScheduler unless --no-engine.
+    predict, episode_fn, inference = engine_rollout(policy, args)
     res = evaluate(
-        policy, args.task, args.episodes, args.randomization, args.steps, args.sampler, args.seed, args.video
+        policy,
+        args.task,
+        args.episodes,
+        args.randomization,
+        args.steps,
+        args.sampler,
+        args.seed,
+        args.video,
+        predict=predict,
+        episode_fn=episode_fn,
     )
+    res["inference"] = inference
     res["checkpoint"] = str(Path(args.checkpoint).resolve())
     row = {k: res[k] for k in ("family", "sampler", "num_steps", "episodes", "success_rate")}
     row["ci95"] = f"[{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]"

@@ -99,6 +99,7 @@ def evaluate(
     max_video_episodes: int = 5,
     progress: bool = True,
     predict: Callable[[dict], object] | None = None,
+    episode_fn: Callable[..., dict] | None = None,
 ) -> dict:
     """Run ``episodes`` seeded episodes (seeds ``seed, seed+1, ...``) and summarize them."""
     from robot_policy.sim import make_env
@@ -122,7 +123,11 @@ def evaluate(
     for i in it:
         frames = [] if video_dir and i < max_video_episodes else None
         policy.reset()
-        r = run_episode(predict, env, seed + i, keys, cfg.n_obs_steps, cfg.n_action_steps, video=frames)
+        # [inference engine, issue 6] episode_fn: a scheduler-driven episode with run_episode's
+        # signature (robot_policy.inference.rollout.scheduled_episode_fn); default unchanged.
+        r = (episode_fn or run_episode)(
+            predict, env, seed + i, keys, cfg.n_obs_steps, cfg.n_action_steps, video=frames
+        )
         if frames:
             r["video"] = str(
                 _save_video(

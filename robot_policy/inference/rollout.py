@@ -110,3 +110,64 @@ def scheduled_episode_fn(engine, cfg: RolloutConfig) -> Callable:
         }
 
     return run
+
+
+# ------------------------------------------------------------------ CLI glue for robot-policy eval
+def add_engine_args(p) -> None:
+    """Options of ``robot-policy eval`` that choose how the engine and scheduler run."""
+    g = p.add_argument_group("inference engine (docs/inference.md)")
+    g.add_argument(
+        "--no-engine", action="store_true", help="call policy.predict directly (plain receding horizon)"
+    )
+    g.add_argument(
+        "--mode",
+        choices=["sync", "async", "ensemble"],
+        default="sync",
+        help="chunk execution: sync = receding horizon (default), async = infer while executing, "
+        "ensemble = ACT temporal ensembling",
+    )
+    g.add_argument(
+        "--latency",
+        default="measured",
+        help="async: simulated inference latency, 'measured' (real compute time) or seconds",
+    )
+    g.add_argument("--warm-start", type=int, default=0, metavar="K", help="RTI-DP: run only the last K steps")
+    g.add_argument(
+        "--warm-schedule", type=int, default=0, metavar="N", help="warm start: N-step schedule (0: --steps)"
+    )
+    g.add_argument(
+        "--rtc", action="store_true", help="real-time chunking: pin the prefix to the running plan"
+    )
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="engine precision")
+
+
+def engine_rollout(policy, args) -> tuple:
+    """(predict, episode_fn, info) for ``evaluation.rollout.evaluate`` from eval's CLI args."""
+    if args.no_engine:
+        return None, None, {"engine": False}
+    from robot_policy.inference.engine import EngineConfig, InferenceEngine
+    from robot_policy.inference.warmstart import WarmStartConfig
+
+    ws = WarmStartConfig(
+        enabled=args.warm_start > 0, schedule_steps=args.warm_schedule, run_steps=max(1, args.warm_start)
+    )
+    cfg = EngineConfig(
+        device=args.device,
+        num_steps=args.steps or 0,
+        sampler=args.sampler or "",
+        precision=args.precision,
+        warm_start=ws,
+    )
+    engine = InferenceEngine(policy, cfg)
+    rollout = RolloutConfig(scheduler=SchedulerConfig(mode=args.mode, rtc=args.rtc), latency=args.latency)
+    info = {
+        "engine": True,
+        "mode": args.mode,
+        "latency": args.latency,
+        "warm_start": {"run_steps": args.warm_start, "schedule_steps": args.warm_schedule}
+        if ws.enabled
+        else None,
+        "rtc": args.rtc,
+        "engine_report": engine.report,
+    }
+    return (lambda hist: engine.predict(hist)), scheduled_episode_fn(engine, rollout), info
