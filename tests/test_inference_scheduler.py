@@ -79,6 +79,14 @@ def test_async_never_emits_past_actions_and_drops_stale(latencies):
     assert n_inf <= len(emitted) / max(1, 8 - d) + 2
 
 
+def test_queued_plan_is_what_remains_to_execute():
+    sched = ChunkScheduler(SchedulerConfig(mode="async", n_action_steps=8), dt=DT)
+    sched.add_chunk(timed_chunk(0.0), now=0.3)
+    times, actions = sched.queued(0.3)
+    assert times[0] == pytest.approx(0.3) and len(times) == 13
+    assert np.allclose(actions[:, 0], times)
+
+
 def test_async_starts_inference_early_by_the_latency_estimate():
     sched = ChunkScheduler(SchedulerConfig(mode="async", n_action_steps=8), dt=DT)
     sched.latency.add(0.3)  # 3 ticks

@@ -424,6 +424,11 @@ class InferenceEngine:
             dt=1.0 / self.pc.fps,
         )
 
+    @property
+    def config(self):
+        """The policy's config: the engine is a drop-in for a policy (``predict``, ``reset``, ``config``)."""
+        return self.pc
+
     def reset(self) -> None:
         """New episode: nothing per-episode is kept (graphs and buffers stay)."""
         self.policy.reset()

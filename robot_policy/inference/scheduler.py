@@ -148,6 +148,16 @@ class ChunkScheduler:
         """Queued actions not yet stale at ``now``."""
         return int(np.count_nonzero(self._times >= now - self.tol))
 
+    def queued(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(times, actions) still to execute from ``now`` on, e.g. to publish as one trajectory.
+
+        Empty in ``ensemble`` mode (each tick's action is a fresh weighted mean).
+        """
+        if self._actions is None or self.cfg.mode == "ensemble":
+            return np.zeros(0), np.zeros((0, 0), np.float32)
+        keep = self._times >= now - self.tol
+        return self._times[keep].copy(), self._actions[keep].copy()
+
     # ------------------------------------------------------------ inference
     def should_infer(self, now: float) -> bool:
         """Whether the caller should start an inference at this tick."""
