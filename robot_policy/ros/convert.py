@@ -115,16 +115,21 @@ def msg_to_joint_state(msg: JointStateMsg, names: list[str] | None = None) -> Jo
     )
 
 
-def chunk_to_trajectory(chunk: ActionChunk, joint_names: list[str], now: float) -> JointTrajectory:
-    """ActionChunk -> JointTrajectory: one point per action, ``time_from_start`` relative to ``now``.
+def chunk_to_trajectory(
+    chunk: ActionChunk, joint_names: list[str], now: float, origin: float | None = None
+) -> JointTrajectory:
+    """ActionChunk -> JointTrajectory: one point per action at ``header.stamp + time_from_start``.
 
-    ``header.stamp`` is ``now`` (not zero), so the receiver starts the trajectory at the time the
-    sender meant even when it arrives late.
+    ``header.stamp`` is ``origin`` (default ``now``), never zero, so the receiver executes every
+    point at the time the sender meant even when the message arrives late. The policy node uses
+    the capture time of the observation the chunk answers as origin: the robot can then measure
+    observation-to-command latency as ``arrival - header.stamp``.
     """
+    origin = now if origin is None else origin
     msg = JointTrajectory()
-    msg.header.stamp = to_time(now)
+    msg.header.stamp = to_time(origin)
     msg.joint_names = list(joint_names)
-    times = chunk.times() - now
+    times = chunk.times() - origin
     for a, t in zip(np.asarray(chunk.actions, dtype=np.float64), times):
         pt = JointTrajectoryPoint()
         pt.positions = a.tolist()

@@ -96,15 +96,18 @@ class PolicyNode(Node):
         t = convert.from_time(msg.header.stamp)
         for k, v in vals.items():
             self.runner.buffer.add(k, t, v)
+        self._wake.set()  # tick on fresh inputs: inference starts from the newest capture
 
     def _on_state(self, msg):
         t = convert.from_time(msg.header.stamp)
         for k, v in convert.named_vector_to_obs(msg).items():
             self.runner.buffer.add(k, t, v)
+        self._wake.set()
 
     def _on_img(self, msg, cam):
         f = convert.image_to_frame(msg, cam)
         self.runner.buffer.add(f"{cam}_rgb", f.stamp, f.image)
+        self._wake.set()
 
     def _srv_reset(self, req, resp):
         self.runner.reset()
@@ -130,8 +133,9 @@ class PolicyNode(Node):
             self.context.try_shutdown()
 
     def _run(self) -> None:
-        # Ticks on the control grid, plus an immediate tick whenever a chunk is ready, so a
-        # chunk is published as soon as it exists rather than up to one period later.
+        # Ticks when inputs arrive (inference starts from the newest capture, not up to one
+        # period later) and when a chunk is ready (published at once), with a control-rate
+        # fallback so stale inputs are still noticed and reported.
         dt = self.runner.dt
         next_t = time.monotonic()
         while not self._stop.is_set():
@@ -139,9 +143,10 @@ class PolicyNode(Node):
                 now = now_s(self)
                 plan = self.runner.tick(now)
                 if plan is not None:
-                    times, actions = plan
+                    times, actions, t_obs = plan
                     chunk = ActionChunk(actions, start_time=float(times[0]), dt=dt)
-                    self.pub_traj.publish(convert.chunk_to_trajectory(chunk, self.hw.command_names, now))
+                    msg = convert.chunk_to_trajectory(chunk, self.hw.command_names, now, origin=t_obs)
+                    self.pub_traj.publish(msg)
             if time.monotonic() >= next_t:
                 next_t += dt
                 if time.monotonic() - next_t > dt:

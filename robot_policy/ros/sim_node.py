@@ -11,6 +11,7 @@ Accepts ``/joint_trajectory_controller/joint_trajectory`` and
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -48,6 +49,7 @@ class SimNode(Node):
         self.robot = None  # built in the control thread: the GL context is bound to one thread
         self.ready = threading.Event()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.cmd_latency: collections.deque = collections.deque(maxlen=2000)
         self.error: BaseException | None = None
         self.dt = 1.0 / self.hw.control_hz
         self.names = self.hw.command_names
@@ -89,6 +91,11 @@ class SimNode(Node):
     # -- commands -----------------------------------------------------------------------
     def _on_traj(self, msg: JointTrajectory) -> None:
         now = now_s(self)
+        stamp = convert.from_time(msg.header.stamp)
+        if stamp > 0:
+            # Senders stamp chunks with the capture time of the observation they answer:
+            # observation-to-command latency through the whole graph.
+            self.cmd_latency.append(now - stamp)
         try:
             start, tfs, pts = convert.trajectory_to_arrays(msg, self.names)
         except ValueError as e:
@@ -230,6 +237,13 @@ class SimNode(Node):
                 "estopped": st.estopped,
                 "late_trajectory_points": self.robot.late_points,
                 "episode_seed": self.robot.episode_seed,
+                "cmd_latency_n": len(self.cmd_latency),
+                **{
+                    f"cmd_latency_ms_p{q}": f"{np.percentile(self.cmd_latency, q) * 1e3:.1f}"
+                    if self.cmd_latency
+                    else "nan"
+                    for q in (50, 90, 99)
+                },
                 "steps": self.robot.steps,
             }
         msg = DiagnosticArray()

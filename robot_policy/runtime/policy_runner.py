@@ -70,6 +70,18 @@ class ObservationBuffer:
             out[k] = (len(a) - 1) / (a[-1] - a[0]) if len(a) > 1 and a[-1] > a[0] else 0.0
         return out
 
+    def settled(self, now: float, dt: float) -> bool:
+        """Whether to infer now: the newest capture is recent and has arrived on every stream
+        (sensors of one instant arrive one after another). Waiting for the next capture when the
+        current one is old trades up to half a period of schedule delay for a fresher input."""
+        latest = [b[-1][0] for b in self._buf.values() if b]
+        if len(latest) < len(self._buf):
+            return True  # a stream never delivered: history() reports it
+        age = now - max(latest)
+        if 0.5 * dt < age < 1.5 * dt:
+            return False  # the next capture is due within half a period: infer from it instead
+        return max(latest) - min(latest) < 0.5 * dt or age > 0.5 * dt
+
     def history(self, n: int, dt: float, now: float, max_age: float) -> tuple[dict[str, np.ndarray], float]:
         """Observation history ``{key: (n, *shape)}`` on a grid ``ref - (n-1-i)*dt`` and ``ref``.
 
@@ -188,8 +200,9 @@ class PolicyRunner:
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 self.sched.cancel_inference()
 
-    def tick(self, now: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """One control tick. Returns ``(times, actions)`` to publish when a new chunk landed."""
+    def tick(self, now: float | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """One control tick. Returns ``(times, actions, t_obs)`` to publish when a new chunk landed
+        (``t_obs``: capture time of the observation the chunk answers)."""
         now = self.clock() if now is None else now
         plan = None
         with self._lock:
@@ -204,11 +217,11 @@ class PolicyRunner:
                 self.stats.dropped_late_actions += int(np.sum(chunk.times() < now - self.sched.tol))
                 self.stats.dropped_late_actions += self.sched.stats["dropped"] - before
                 if len(times):
-                    plan = (times, actions)
+                    plan = (times, actions, t_obs)
                     self.stats.chunks_published += 1
             self.sched.action_at(now)  # advance with the robot: drops what has been executed
             busy = self._worker is not None and self._worker.is_alive()
-            if busy or not self.sched.should_infer(now):
+            if busy or not self.sched.should_infer(now) or not self.buffer.settled(now, self.dt):
                 return plan
             try:
                 obs, t_obs = self.buffer.history(self.n_obs, self.dt, now, self.max_obs_age)

@@ -1,0 +1,202 @@
+"""``robot-policy bench ros``: ROS 2 transport and observation-to-command latency.
+
+1. Image transport between two processes: 640x480 rgb8 at 30 Hz, arrival minus capture stamp,
+   frames delivered, for Fast DDS defaults vs the shipped profile (32 MB shared memory), with
+   reliable and sensor-data (best-effort) QoS.
+2. Observation-to-command latency through the graph, measured by sim_node as the arrival time
+   of a JointTrajectory minus the capture stamp of the observation it answers: (a) an echo node
+   that answers every joint state at once (no inference), (b) policy_node with a checkpoint
+   (real inference, asynchronous chunking).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from robot_policy.cli._util import add_command
+
+
+def register(sub) -> None:
+    p = add_command(
+        sub,
+        "ros",
+        help="ROS 2: 640x480 image transport (default vs shipped DDS profile), observation-to-command latency",
+        description=__doc__.split("\n", 2)[2],
+        epilog="examples:\n  robot-policy bench ros\n  robot-policy bench ros --frames 300 --seconds 30 "
+        "--checkpoint outputs/demo/policy\n  robot-policy bench ros --skip-graph",
+    )
+    p.add_argument(
+        "--frames", type=int, default=150, help="frames per transport run (default 150 = 5 s at 30 Hz)"
+    )
+    p.add_argument("--rate", type=float, default=30.0, help="image rate in Hz (default 30)")
+    p.add_argument("--seconds", type=float, default=15.0, help="seconds per graph-latency run (default 15)")
+    p.add_argument(
+        "--checkpoint",
+        help="policy checkpoint for the with-inference run (default: outputs/demo/policy, "
+        "else a tiny policy is trained first, ~1 min)",
+    )
+    p.add_argument("--skip-transport", action="store_true", help="only the graph latency")
+    p.add_argument("--skip-graph", action="store_true", help="only the image transport")
+    p.add_argument("--out", help="JSON path (default outputs/bench/ros.json)")
+    p.set_defaults(func=run)
+
+
+def _env(profile: str | None, domain: int) -> dict:
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
+    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    if profile:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    return env
+
+
+def transport_run(profile: str | None, qos: str, frames: int, rate: float, domain: int) -> dict:
+    """One publisher process and one subscriber process; returns the subscriber's figures."""
+    cmd = [sys.executable, "-m", "robot_policy.ros.bench_nodes"]
+    common = ["--count", str(frames), "--rate", str(rate), "--qos", qos]
+    env = _env(profile, domain)
+    sub = subprocess.Popen([*cmd, "image_sub", *common], env=env, stdout=subprocess.PIPE, text=True)
+    pub = subprocess.Popen([*cmd, "image_pub", *common], env=env, stdout=subprocess.DEVNULL)
+    out, _ = sub.communicate(timeout=frames / rate + 90)
+    pub.wait(timeout=30)
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    return {"received": 0, "sent": frames}
+
+
+def _diag(client, name: str, since: float) -> dict:
+    for msg in reversed(client.messages("/diagnostics")):
+        if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
+            continue
+        for st in msg.status:
+            if st.name == name:
+                return {kv.key: kv.value for kv in st.values}
+    return {}
+
+
+def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) -> dict:
+    """sim_node + (policy_node | echo node); returns sim's cmd-latency and policy diagnostics."""
+    from robot_policy.ros.launch_file import NodeSpec, parse_launch_file
+    from robot_policy.ros.launcher import Launcher
+
+    os.environ.update(_env(None, domain))
+    from robot_policy.ros.transport import apply_profile
+
+    apply_profile(override=True)
+    repo = Path(__file__).resolve().parents[2]
+    args = {"record": "false"}
+    if checkpoint:
+        args["checkpoint"] = checkpoint
+    desc = parse_launch_file(repo / "launch" / "sim.launch.xml", args)
+    if not checkpoint:
+        desc.nodes.append(
+            NodeSpec(
+                pkg="robot_policy",
+                executable=Path(sys.executable).name,
+                name="echo",
+                args=["-m", "robot_policy.ros.bench_nodes", "echo"],
+            )
+        )
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+
+    from robot_policy.ros.client import GraphClient
+
+    with open(log, "w") as f:
+        launcher = Launcher(desc, grace=3.0, color=False, out=f)
+        launcher.start()
+        try:
+            with GraphClient("bench_ros") as c:
+                c.subscribe("/joint_states", JointState, keep=2)
+                c.subscribe("/diagnostics", DiagnosticArray, keep=20, sensor=False)
+                c.latest("/joint_states", timeout=180)
+                if checkpoint:
+                    c.call("/policy/reset", timeout=120)
+                time.sleep(seconds)
+                since = c.now() - 1.5
+                deadline = time.time() + 5
+                sim, pol = {}, {}
+                while time.time() < deadline and not (sim and (pol or not checkpoint)):
+                    time.sleep(0.2)
+                    sim = _diag(c, "sim: safety", since)
+                    pol = _diag(c, "policy: inference", since) if checkpoint else {}
+        finally:
+            launcher.shutdown()
+    row = {
+        k: float(sim[k])
+        for k in ("cmd_latency_ms_p50", "cmd_latency_ms_p90", "cmd_latency_ms_p99")
+        if k in sim
+    }
+    row["commands"] = int(sim.get("cmd_latency_n", 0))
+    for k in ("inference_ms_p50", "inference_ms_p90", "obs_to_cmd_ms_p50", "dropped_late_actions"):
+        if k in pol:
+            row[k] = float(pol[k])
+    return row
+
+
+def _ensure_checkpoint(path: str | None) -> str:
+    if path:
+        return path
+    if (Path("outputs/demo/policy") / "config.json").exists():
+        return "outputs/demo/policy"
+    from robot_policy.demo import DemoConfig, collect_and_train
+
+    out = Path(tempfile.mkdtemp(prefix="bench_ros_"))
+    ckpt, _ = collect_and_train(
+        DemoConfig(out=str(out), demos=4, train_steps=20, batch_size=16, progress=False), out
+    )
+    return str(ckpt)
+
+
+def run(args: argparse.Namespace) -> int:
+    from robot_policy.bench._common import print_table, save_results
+    from robot_policy.ros.transport import PROFILE_LOCALHOST
+
+    results: dict = {"transport": [], "graph": []}
+    if not args.skip_transport:
+        print(f"image transport: 640x480 rgb8, {args.frames} frames at {args.rate:g} Hz, two processes")
+        domain = 60
+        for pname, prof in (("Fast DDS default", None), ("shipped (32 MB SHM)", str(PROFILE_LOCALHOST))):
+            for qos in ("reliable", "sensor"):
+                r = transport_run(prof, qos, args.frames, args.rate, domain)
+                domain += 1
+                row = {"profile": pname, "qos": qos, "delivered": f"{r['received']}/{r['sent']}"}
+                row.update({k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms") if k in r})
+                results["transport"].append(row)
+                print(
+                    f"  {pname:<20} {qos:<8} delivered {row['delivered']:>8}  p50 {r.get('p50_ms', float('nan')):.2f} ms"
+                )
+        print_table(results["transport"], ["profile", "qos", "delivered", "p50_ms", "p90_ms", "p99_ms"])
+    if not args.skip_graph:
+        ckpt = _ensure_checkpoint(args.checkpoint)
+        out_dir = Path(args.out).parent if args.out else Path("outputs/bench")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, cp in (("echo (no inference)", None), (f"policy_node ({ckpt})", ckpt)):
+            print(f"graph: sim_node + {name}, {args.seconds:g} s")
+            row = {
+                "graph": name,
+                **graph_run(cp, args.seconds, 70 + len(results["graph"]), out_dir / "ros_graph.log"),
+            }
+            results["graph"].append(row)
+        print_table(
+            results["graph"],
+            [
+                "graph",
+                "commands",
+                "cmd_latency_ms_p50",
+                "cmd_latency_ms_p90",
+                "cmd_latency_ms_p99",
+                "inference_ms_p50",
+            ],
+        )
+    path = save_results("ros", results, args.out)
+    print(f"saved {path}")
+    return 0
