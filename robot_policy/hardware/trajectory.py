@@ -32,8 +32,9 @@ class TrajectoryExecutor:
     ) -> int:
         """Replace the trajectory. ``start``: absolute start time (``<= 0`` means ``now``).
 
-        Points whose time already passed are dropped (except the last one before ``now``, kept as
-        the interpolation anchor); returns how many points were dropped as late.
+        Points whose time already passed are dropped; the first remaining segment starts from
+        ``current`` (the target commanded now) at ``now``, as joint_trajectory_controller does, so
+        a late trajectory never makes the arm jump. Returns how many points were dropped as late.
         """
         start = now if start <= 0 else start
         t = start + np.asarray(time_from_start, dtype=np.float64)
@@ -44,7 +45,6 @@ class TrajectoryExecutor:
         if np.any(np.diff(t) <= 0):
             raise ValueError("trajectory time_from_start values must be strictly increasing")
         late = int(np.sum(t < now))
-        # Anchor: where the arm is commanded now, so the first segment is continuous.
         keep = t >= now
         if not keep.any():
             # Everything is in the past: go to (and hold) the last point.

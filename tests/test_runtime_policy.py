@@ -1,0 +1,142 @@
+"""Policy server core (no ROS): observations by capture stamp, stale inputs, async chunks;
+trajectory execution timing; message conversion from bytes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from robot_policy.hardware.trajectory import TrajectoryExecutor
+from robot_policy.runtime.policy_runner import ObservationBuffer, PolicyRunner, StaleObservation
+from robot_policy.types import ActionChunk
+
+
+class FakePolicy:
+    """Returns a chunk whose actions encode the observation they were computed from."""
+
+    def __init__(self, delay=0.0):
+        self.config = SimpleNamespace(
+            obs_keys=["joint_pos"],
+            image_keys=["cam_rgb"],
+            n_obs_steps=2,
+            fps=10.0,
+            n_action_steps=4,
+            horizon=8,
+        )
+        self.delay = delay
+        self.seen = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def reset(self):
+        pass
+
+    def predict(self, obs, num_steps=None, start_time=0.0):
+        self.release.wait(5)
+        self.seen.append({k: v.copy() for k, v in obs.items()})
+        base = obs["joint_pos"][-1, 0]
+        return ActionChunk(
+            np.full((7, 2), base, np.float32) + np.arange(7)[:, None], start_time=start_time, dt=0.1
+        )
+
+
+def test_history_by_capture_stamp_and_stale_inputs():
+    buf = ObservationBuffer(["a", "b"])
+    for k, t in enumerate([1.0, 1.1, 1.2, 1.3]):
+        buf.add("a", t, np.array([k], np.float32))
+    buf.add("b", 1.25, np.array([25.0]))
+    buf.add("b", 1.05, np.array([5.0]))  # arrives late, captured earlier: ordered by stamp
+    obs, ref = buf.history(2, 0.1, now=1.3, max_age=0.5)
+    assert ref == pytest.approx(1.25)  # newest instant every key covers
+    np.testing.assert_array_equal(obs["a"][:, 0], [1, 2])  # captures at 1.1 and 1.2 (<= grid)
+    np.testing.assert_array_equal(obs["b"][:, 0], [5, 25])
+    with pytest.raises(StaleObservation, match=r"b \(650 ms old\)"):
+        buf.history(2, 0.1, now=1.9, max_age=0.5)
+    with pytest.raises(StaleObservation, match="never received"):
+        ObservationBuffer(["a", "c"]).history(2, 0.1, now=0.0, max_age=0.5)
+
+
+def _feed(runner, t):
+    runner.buffer.add("joint_pos", t, np.array([t, 0.0], np.float32))
+    runner.buffer.add("cam_rgb", t, np.zeros((2, 2, 3), np.uint8))
+
+
+def test_runner_infers_async_and_drops_late_actions():
+    policy = FakePolicy()
+    policy.release.clear()  # hold the first inference to simulate latency
+    r = PolicyRunner(policy, max_obs_age=0.5, clock=lambda: 0.0)
+    _feed(r, 10.0)
+    _feed(r, 10.1)
+    assert r.tick(10.1) is None  # inference started in the background: nothing to publish yet
+    assert r.stats.inferences == 1
+    assert r.tick(10.2) is None  # execution is never blocked by the running inference
+    policy.release.set()
+    r._worker.join(5)
+    times, actions, t_obs = r.tick(10.35)
+    assert t_obs == pytest.approx(10.1)
+    # The chunk starts one period after the capture (10.2); at 10.35 the action for 10.2 is
+    # late (tolerance: half a period) and dropped, the plan starts with the one for 10.3.
+    assert times[0] == pytest.approx(10.3)
+    assert actions[0, 0] == pytest.approx(10.1 + 1)
+    assert r.stats.dropped_late_actions >= 1
+    np.testing.assert_array_equal(policy.seen[0]["joint_pos"][:, 0], np.float32([10.0, 10.1]))
+    diag = r.diagnostics(10.35)
+    assert int(diag["inferences"]) >= 1 and float(diag["obs_to_cmd_ms_p50"]) == pytest.approx(250, abs=1)
+
+
+def test_runner_reports_stale_inputs_instead_of_inferring():
+    r = PolicyRunner(FakePolicy(), max_obs_age=0.2, clock=lambda: 0.0)
+    _feed(r, 5.0)
+    assert r.tick(6.0) is None
+    assert r.stats.inferences == 0 and r.stats.stale_skips == 1 and "ms old" in r.stats.last_stale
+
+
+def test_trajectory_executor_times_and_late_points():
+    ex = TrajectoryExecutor()
+    late = ex.set(
+        start=10.0,
+        time_from_start=np.array([0.1, 0.2, 0.3]),
+        points=np.array([[1.0], [2.0], [3.0]]),
+        now=10.15,
+        current=np.array([0.0]),
+    )
+    assert late == 1  # the point at 10.1 had passed
+    # From the current command at 'now' to the next point: no jump to the dropped one.
+    assert ex.sample(10.15)[0] == pytest.approx(0.0)
+    assert ex.sample(10.175)[0] == pytest.approx(1.0)
+    assert ex.sample(10.25)[0] == pytest.approx(2.5)
+    assert ex.sample(11.0)[0] == 3.0  # holds the last point
+    ex.set(
+        start=0.0,
+        time_from_start=np.array([1.0]),
+        points=np.array([[5.0]]),
+        now=20.0,
+        current=np.array([3.0]),
+    )
+    assert ex.sample(20.5)[0] == pytest.approx(4.0)  # stamp 0 = start now, from the current command
+    with pytest.raises(ValueError, match="increasing"):
+        ex.set(0.0, np.array([0.2, 0.1]), np.zeros((2, 1)), 0.0, np.zeros(1))
+
+
+def test_image_conversion_uses_bytes_and_round_trips():
+    rclpy = pytest.importorskip("rclpy")  # noqa: F841
+    from robot_policy.ros.convert import frame_to_image, image_to_frame
+    from robot_policy.types import Frame
+
+    img = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    msg = frame_to_image(Frame(img, 12.25, "agentview"))
+    assert (msg.encoding, msg.step, msg.height, msg.width) == ("rgb8", 192, 48, 64)
+    back = image_to_frame(msg, "agentview")
+    np.testing.assert_array_equal(back.image, img)
+    assert back.stamp == pytest.approx(12.25)
+    depth = frame_to_image(Frame(np.arange(12, dtype=np.uint16).reshape(3, 4), 1.0, "d"))
+    assert depth.encoding == "16UC1" and image_to_frame(depth).image[2, 3] == 11
+    t0 = time.perf_counter()
+    big = np.zeros((480, 640, 3), np.uint8)
+    for _ in range(5):
+        frame_to_image(Frame(big, 0.0))
+    assert time.perf_counter() - t0 >= 0  # smoke: conversion of a 640x480 frame completes
