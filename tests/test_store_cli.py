@@ -121,3 +121,27 @@ def test_entry_point_subprocess(good):
         env=env,
     )
     assert p.returncode == 0 and "example" in p.stdout
+
+
+def test_bench_store_smoke(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    out = tmp_path / "store.json"
+    argv = [
+        "bench",
+        "store",
+        "--seconds",
+        "0.2",
+        "--unique-frames",
+        "2",
+        "--windows",
+        "5",
+        "--codecs",
+        "blosc,jpegxl",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert [r["codec"] for r in res["write"]] == ["blosc", "jpegxl"]
+    assert all(r["frames"] == 6 and r["size_ratio"] > 1 and r["frames_per_s"] > 0 for r in res["write"])
+    assert {r["codec"] for r in res["codecs"]} >= {"blosc", "jpegxl", "jpeg2k"}
+    assert res["windows"]["windows"] == 5
+    assert "realtime_ratio" in capsys.readouterr().out

@@ -81,6 +81,8 @@ WRITER = textwrap.dedent(
         die()
     if point == "before_meta":  # all frames flushed, nothing of the commit written
         EpisodeStore._commit = lambda self, n, meta: die()
+    if point == "naive_order":  # zarr's resize-then-assign: new shape first, chunk later
+        zio.append_commit_value = lambda arr, value: (arr.resize((arr.shape[0] + 1,)), die())
     if point == "after_meta":  # per-episode metadata written, episode_ends untouched
         zio.append_commit_value = lambda arr, value: die()
     if point == "after_chunk":  # new end written into the chunk, shape not yet updated
@@ -169,6 +171,16 @@ def test_sigkill_at_commit_protocol_points(tmp_path, point, fmt):
             rep.notes
         )
     check_store(path, done)
+
+
+def test_naive_commit_order_would_corrupt(tmp_path):
+    """Why the commit writes the chunk before the shape: the naive order, killed in between,
+    leaves a fill value as the last episode end, and validation catches it."""
+    path = tmp_path / "s.zarr"
+    rc, done = run_writer(tmp_path, path, "naive_order", 3)
+    assert rc == -signal.SIGKILL and done == [0, 1]
+    rep = validate_store(path)
+    assert not rep.ok and any("decreases at index 2" in e for e in rep.errors), rep.errors
 
 
 def test_sigkill_while_recovering_a_crashed_tail(tmp_path):

@@ -9,6 +9,7 @@ Rendering happens before the clock starts; only the store is timed.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -54,6 +55,9 @@ def register(sub) -> None:
         help="episode length: a commit every this many seconds (default 10)",
     )
     p.add_argument("--windows", type=int, default=400, help="training windows to sample (default 400)")
+    p.add_argument(
+        "--codec-frames", type=int, default=12, help="frames per variant in the codec table (default 12)"
+    )
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3))
     p.add_argument(
         "--dir", default=None, help="where to write the temporary stores (default: a temp dir, deleted)"
@@ -229,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     episode_len = max(1, int(args.episode_seconds * fps))
     tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench_store_"))
     tmp.mkdir(parents=True, exist_ok=True)
+    # Other processes compete for the same cores; record how busy the machine was.
+    load_before = os.getloadavg()[0]
     results: dict = {
         "stream": {
             "cameras": 2,
@@ -250,10 +256,11 @@ def run(args: argparse.Namespace) -> int:
                 results["windows"] = {"codec": codec, **measure_windows(path, args.windows)}
             shutil.rmtree(path, ignore_errors=True)
         results["write"] = write_rows
-        results["codecs"] = codec_table(images)
+        results["codecs"] = codec_table(images, n=max(2, args.codec_frames))
     finally:
         if not args.dir:
             shutil.rmtree(tmp, ignore_errors=True)
+    results["load_avg_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print("\nwrite throughput (frame = 2 x 480x640 rgb + joints, appended one at a time):")
     print_table(
         write_rows,
@@ -274,5 +281,9 @@ def run(args: argparse.Namespace) -> int:
         f"\nwindow sampling ({w['codec']}, 2 cameras + joints, n_obs_steps=2, horizon=16): {w['windows_per_s']:.1f} windows/s ({w['ms_per_window']:.2f} ms/window)"
     )
     path = save_results("store", results, args.out)
+    la = results["load_avg_1min"]
+    print(
+        f"load average (1 min) before/after: {la['before']:.1f} / {la['after']:.1f} on {os.cpu_count()} cores"
+    )
     print(f"saved {path}")
     return 0
