@@ -321,6 +321,8 @@ def test_stats_computed_once_and_cached(tmp_path):
     cam = np.concatenate([e0["cam"], e1["cam"]]).reshape(-1, 3)
     assert st["cam"]["mean"].shape == (3,)
     np.testing.assert_allclose(st["cam"]["max"], cam.max(0))
+    np.testing.assert_allclose(st["cam"]["mean"], cam.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(st["cam"]["std"], cam.std(0), rtol=1e-5)
     cached = zarr.open_group(str(path), mode="r").attrs[store_mod.STATS_ATTR]
     assert set(cached["keys"]) == set(SMALL)
     # A read-only reader uses the cache instead of recomputing.
@@ -375,3 +377,21 @@ def test_one_writing_process_per_store(tmp_path):
     other.close()
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_schema_objects_are_not_shared(tmp_path):
+    schema = {"cam": KeySpec("uint8", (4, 4, 3)), "action": KeySpec("float32", (2,))}
+    a = EpisodeStore.create(tmp_path / "a.zarr", schema, fps=10, image_codec="jpegxl")
+    b = EpisodeStore.create(tmp_path / "b.zarr", schema, fps=10)
+    assert schema["cam"].codec is None  # the caller's specs are left alone
+    assert (a.schema["cam"].codec, b.schema["cam"].codec) == ("jpegxl", "blosc")
+    a.schema["cam"].units = "changed"
+    assert a.schema["cam"].units is None
+
+
+def test_timestamp_stats_stay_exact(tmp_path):
+    s = EpisodeStore.create(tmp_path / "t.zarr", {"t": KeySpec("float64", ())}, fps=30)
+    t = 1.7e9 + np.arange(3000) / 30.0
+    s.add_episode({"t": t})
+    st = s.stats()["t"]
+    assert abs(float(np.float64(st["std"])) - t.std()) / t.std() < 1e-3

@@ -78,7 +78,7 @@ class KeySpec:
             names=d.get("names"),
             units=d.get("units"),
             codec=d.get("codec"),
-            extra=d.get("extra") or {},
+            extra=dict(d.get("extra") or {}),
         )
 
 
@@ -90,7 +90,8 @@ def coerce_schema(schema: dict) -> dict[str, KeySpec]:
     for key, spec in schema.items():
         if not isinstance(key, str) or not key or "/" in key or key.startswith((".", "__")):
             raise ValueError(f"schema key {key!r} is not a valid array name (no '/', no leading '.' or '__')")
-        out[key] = spec if isinstance(spec, KeySpec) else KeySpec.from_json(dict(spec))
+        # Copies: create() fills in the codec, and the caller may reuse its schema elsewhere.
+        out[key] = KeySpec.from_json(spec.to_json() if isinstance(spec, KeySpec) else dict(spec))
     return out
 
 

@@ -19,14 +19,20 @@ def compute_stats(arr, n: int, spec: KeySpec) -> dict[str, list]:
         raise ValueError("the store has no episodes: statistics need at least one committed frame")
     if zio.is_image_spec(spec.dtype, spec.shape):
         idx = np.unique(np.linspace(0, n - 1, min(n, IMAGE_STATS_MAX_FRAMES)).astype(np.int64))
-        x = np.asarray(arr.get_orthogonal_selection((idx,)), dtype=np.float64)
-        x = x.reshape(-1, spec.shape[2] if len(spec.shape) == 3 else 1)
-        return {
-            "min": x.min(0).tolist(),
-            "max": x.max(0).tolist(),
-            "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(),
-        }
+        c = spec.shape[2] if len(spec.shape) == 3 else 1
+        cnt, s1, s2 = 0, np.zeros(c), np.zeros(c)
+        lo, hi = np.full(c, 255), np.zeros(c, dtype=np.int64)
+        # 16 frames at a time: a float copy of 512 full-HD frames would need gigabytes.
+        for b in range(0, len(idx), 16):
+            x = np.asarray(arr.get_orthogonal_selection((idx[b : b + 16],))).reshape(-1, c)
+            xf = x.astype(np.float64)
+            cnt += x.shape[0]
+            s1 += xf.sum(0)
+            s2 += (xf * xf).sum(0)  # uint8 range: no cancellation problem
+            lo, hi = np.minimum(lo, x.min(0)), np.maximum(hi, x.max(0))
+        mean = s1 / cnt
+        std = np.sqrt(np.maximum(s2 / cnt - mean * mean, 0.0))
+        return {"min": lo.tolist(), "max": hi.tolist(), "mean": mean.tolist(), "std": std.tolist()}
     # Chunked accumulation keeps memory flat on long datasets; chunk moments are merged with
     # Chan et al.'s update, which stays exact for keys with a large offset (e.g. timestamps),
     # where E[x^2] - E[x]^2 cancels catastrophically.

@@ -215,7 +215,8 @@ class EpisodeStore:
     # ------------------------------------------------------------------ properties
     @property
     def schema(self) -> dict[str, KeySpec]:
-        return dict(self._schema)
+        """Per-key specs (copies: editing them does not change the store)."""
+        return {k: KeySpec.from_json(v.to_json()) for k, v in self._schema.items()}
 
     @property
     def keys(self) -> list[str]:
