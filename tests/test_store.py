@@ -98,6 +98,15 @@ def test_round_trip_every_kind(tmp_path, zarr_format):
     assert g["meta/episode_ends"][:].tolist() == [5, 6, 15]
     assert g["data/rgb"].shape == (15, 12, 16, 3) and g["data/rgb"].chunks[0] == 1
     assert validate_store(path, deep=True).ok
+    if zarr_format == 2:  # what zarr-python 2 (Diffusion Policy, UMI) reads
+        import json
+
+        rgb = json.loads((path / "data" / "rgb" / ".zarray").read_text())
+        assert (
+            rgb["chunks"] == [1, 12, 16, 3] and rgb["compressor"]["id"] == "blosc" and rgb["dtype"] == "|u1"
+        )
+        ends = json.loads((path / "meta" / "episode_ends" / ".zarray").read_text())
+        assert ends["dtype"] == "<i8" and ends["shape"] == [3]
 
 
 @pytest.mark.parametrize(
@@ -200,6 +209,12 @@ def test_create_and_open_errors(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     with pytest.raises(StoreError, match="episode_ends"):
         EpisodeStore.open(tmp_path / "plain.zarr")
+    with pytest.raises(StoreError, match="no data/ group"):
+        EpisodeStore.open(tmp_path / "plain.zarr", "a")
+    with pytest.raises(StoreError, match="close"):
+        EpisodeStore.create(path, schema, fps=10, overwrite=True)  # `s` still holds it for writing
+    s.close()
+    EpisodeStore.create(path, schema, fps=10, overwrite=True)
 
 
 SMALL = {

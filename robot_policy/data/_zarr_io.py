@@ -174,13 +174,16 @@ def lock_for_writing(path: str) -> str:
     if key in _LOCKS:
         _LOCKS[key][1] += 1
         return key
-    fd = os.open(os.path.join(key, "data"), os.O_RDONLY)
+    from robot_policy.data.store import StoreError
+
+    try:
+        fd = os.open(os.path.join(key, "data"), os.O_RDONLY)
+    except FileNotFoundError:
+        raise StoreError(f"{path} is not an episode store: it has no data/ group") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        from robot_policy.data.store import StoreError
-
         raise StoreError(
             f"{path} is open for writing by another process; open it with mode='r' to read, "
             "or stop the other writer first"

@@ -83,6 +83,8 @@ class EpisodeStore:
         if not (isinstance(fps, int | float) and fps > 0 and np.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         p = Path(path)
+        if os.path.realpath(p) in zio._LOCKS:
+            raise StoreError(f"{p} is open for writing in this process; close() it before overwriting")
         if p.exists():
             if not overwrite:
                 raise FileExistsError(
