@@ -126,3 +126,18 @@ def test_ee_delta_action_mode_moves_end_effector():
     assert moved[0] > 0.03 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01
     with pytest.raises(ValueError, match="joint"):
         make_expert("tabletop", env)
+
+
+def test_tasks_are_registered_with_gymnasium():
+    import warnings
+
+    import gymnasium as gym
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium's passive env checker warns on contract violations
+        env = gym.make("robot_policy/tabletop-v0", cameras={"wrist": (16, 16)})
+        obs, _ = env.reset(seed=0)
+        assert env.observation_space.contains(obs)
+        obs, *_ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+    env.close()

@@ -41,6 +41,25 @@ EXPERTS.register("tabletop")(_lazy("robot_policy.sim.experts", "LiftExpert"))
 EXPERTS.register("lift")(_lazy("robot_policy.sim.experts", "LiftExpert"))
 EXPERTS.register("stack")(_lazy("robot_policy.sim.experts", "StackExpert"))
 
+# Also visible to gymnasium: gym.make("robot_policy/lift-v0", cameras=..., randomization=...).
+_ENTRY_POINTS = {
+    "tabletop": "robot_policy.sim.tabletop:TabletopEnv",
+    "lift": "robot_policy.sim.robosuite_tasks:LiftEnv",
+    "stack": "robot_policy.sim.robosuite_tasks:StackEnv",
+}
+
+
+def _register_gymnasium() -> None:
+    import gymnasium as gym
+
+    for name, entry in _ENTRY_POINTS.items():
+        env_id = f"robot_policy/{name}-v0"
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry)
+
+
+_register_gymnasium()
+
 
 def list_tasks() -> list[str]:
     return TASKS.names()
