@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
+from functools import wraps
 
 from robot_policy.cli._util import add_command, add_group
 
 
+def _fill(text: str) -> str:
+    return textwrap.fill(text, 92)
+
+
+def _friendly(func):
+    """User errors (unknown task, bad file, existing output) print one line, not a traceback."""
+
+    @wraps(func)
+    def run(args):
+        from robot_policy.config import ConfigError
+
+        try:
+            return func(args)
+        except (KeyError, ValueError, ConfigError, FileExistsError, FileNotFoundError, IndexError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_friendly
 def _tasks(args) -> int:
     from robot_policy.sim import list_tasks, make_env
 
@@ -29,6 +54,7 @@ def _tasks(args) -> int:
     return 0
 
 
+@_friendly
 def _collect(args) -> int:
     from robot_policy.sim.collect import collect, parse_cameras
 
@@ -54,6 +80,7 @@ def _collect(args) -> int:
     return 0
 
 
+@_friendly
 def _replay(args) -> int:
     from robot_policy.sim.collect import replay
 
@@ -68,8 +95,11 @@ def register(sub) -> None:
         sub,
         "sim",
         help="simulation: list tasks, collect expert demonstrations, replay episodes",
-        description="Simulated tasks (native MuJoCo 'tabletop', robosuite 'lift' and 'stack'), their scripted "
-        "experts and domain randomization (sim/randomization/*.yaml).",
+        description=_fill(
+            "Simulated tasks (native MuJoCo 'tabletop', robosuite 'lift' and 'stack'), their scripted "
+            "experts and domain randomization (sim/randomization/*.yaml). Python API: "
+            "robot_policy.sim.make_env / make_expert; docs/sim.md."
+        ),
     )
     p = add_command(
         group,
@@ -85,10 +115,13 @@ def register(sub) -> None:
         group,
         "collect",
         help="run a task's scripted expert and record episodes into a zarr episode store",
-        description="Runs the scripted expert of TASK under domain randomization and writes each episode "
-        "through the episode store as soon as it ends (an interrupted run keeps its finished episodes). "
-        "Episode k uses seed S+k; metadata per episode: success, seed, task, randomization (the flat draw). "
-        "By default only successful episodes are kept and the run tries new seeds until N are stored.",
+        description=_fill(
+            "Runs the scripted expert of TASK under domain randomization and writes each episode "
+            "through the episode store as soon as it ends (an interrupted run keeps its finished episodes). "
+            "Episode k uses seed S+k; metadata per episode: success, seed, task, randomization (the flat "
+            "draw). By default only successful episodes are kept and the run tries new seeds until N are "
+            "stored. The summary gives the expert's success rate with a 95% Wilson interval."
+        ),
         epilog="examples:\n"
         "  robot-policy sim collect --task lift --episodes 50 --out datasets/lift.zarr\n"
         "  robot-policy sim collect --task tabletop --episodes 20 --out datasets/tt.zarr \\\n"
@@ -114,9 +147,11 @@ def register(sub) -> None:
         group,
         "replay",
         help="replay an episode's recorded actions from its seed and check the outcome reproduces",
-        description="Rebuilds the episode's task, resets it with the recorded seed and randomization draw, "
-        "executes the recorded actions and compares success and joint trajectory with the recording. "
-        "Exit code 0 when the outcome reproduces, 1 otherwise.",
+        description=_fill(
+            "Rebuilds the episode's task, resets it with the recorded seed and randomization draw, "
+            "executes the recorded actions and compares success and joint trajectory with the recording. "
+            "Exit code 0 when the outcome reproduces, 1 otherwise."
+        ),
         epilog="example:\n  robot-policy sim replay datasets/lift.zarr --episode 0 --video lift0.mp4",
     )
     p.add_argument("path", help="episode store written by 'sim collect'")
