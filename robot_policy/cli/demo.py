@@ -50,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("--demos", type=int, default=30, help="scripted demonstrations to collect (default 30)")
     p.add_argument("--train-steps", type=int, default=1500, help="optimizer steps (default 1500)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
     p.add_argument(
         "--policy", default="flow", choices=["flow", "diffusion"], help="policy family (default flow)"
     )
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         train_steps=args.train_steps,
         batch_size=args.batch_size,
         policy=args.policy,
+        threads=args.threads,
         episodes=args.episodes,
         seed=args.seed,
         episode_seconds=args.episode_seconds,
