@@ -88,3 +88,39 @@ def test_async_warm_start_with_rtc_runs_and_stays_finite(env):
     assert r["held_ticks"] == 0
     with pytest.raises(ValueError, match="latency"):
         scheduled_episode_fn(eng, RolloutConfig(latency="fast"))
+
+
+def test_eval_cli_runs_engine_and_scheduler(env, tmp_path):
+    import json
+
+    from robot_policy.cli.main import main
+    from robot_policy.policies import save_policy
+
+    ckpt = save_policy(make_engine(env, num_steps=2).policy.float(), tmp_path / "ckpt")
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(ckpt), "--task", "tabletop", "--episodes", "1", "--json", str(out)]
+    argv += ["--mode", "async", "--latency", "0.1", "--warm-start", "1", "--warm-schedule", "2", "--rtc"]
+    assert main([*argv, "--precision", "fp32"]) == 0
+    res = json.loads(out.read_text())
+    inf = res["inference"]
+    assert inf["engine"] and inf["mode"] == "async" and inf["rtc"] and inf["warm_start"]["run_steps"] == 1
+    ep = res["per_episode"][0]
+    assert ep["inferences"] >= 2 and ep["dropped_actions"] > 0
+
+
+def test_bench_inference_smoke(tmp_path):
+    import json
+
+    from robot_policy.cli.main import main
+
+    out = tmp_path / "inf.json"
+    argv = ["bench", "inference", "--preset", "tiny", "--device", "cpu", "--families", "flow", "--steps", "1"]
+    assert main([*argv, "--reps", "2", "--budget", "0.05", "--precision", "fp32", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    modes = {(r["family"], r["mode"]) for r in rows}
+    assert {("flow", "eager"), ("flow", "engine"), ("network", "eager")} <= modes
+    for r in rows:
+        assert {"family", "sampler", "steps", "mode", "device", "p50_ms", "p99_ms"} <= set(r)
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+    assert "overhead_vs_forward" in next(r for r in rows if r["mode"] == "engine" and r["family"] == "flow")
+    assert out.with_suffix(".png").stat().st_size > 1000

@@ -243,7 +243,10 @@ def histogram(rows: list[dict], path: Path, title: str) -> Path:
     timed = [r for r in rows if r.get("samples_ms")]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.5))
     labels = [f"{r['family']} {r['sampler']}-{r['steps']} {r['mode']}" for r in timed]
-    ax.boxplot([r["samples_ms"] for r in timed], vert=False, widths=0.6)
+    try:
+        ax.boxplot([r["samples_ms"] for r in timed], orientation="horizontal", widths=0.6)
+    except TypeError:  # matplotlib < 3.10
+        ax.boxplot([r["samples_ms"] for r in timed], vert=False, widths=0.6)
     for i, r in enumerate(timed, 1):
         ax.scatter(r["samples_ms"], np.full(len(r["samples_ms"]), i), s=8, alpha=0.5)
     ax.set_yticks(range(1, len(timed) + 1), labels, fontsize=8)
