@@ -2,10 +2,12 @@
 
 For each family and step count (diffusion DDPM-100 / DDIM-10, flow 1/4/10, consistency 1/3)
 it times ``policy.predict`` (eager: the policy's own ``torch.no_grad`` path) and
-``InferenceEngine.predict`` (CPU: inference mode; CUDA: one graph per configuration, bf16)
-interleaved call by call, so load changes on a shared machine hit both equally. A ``forward``
-row times the observation encoder plus ONE denoiser forward: the floor a 1-step sampler is
-compared against (sampler overhead). Random-init weights: latency does not depend on them.
+``InferenceEngine.predict`` (CPU: inference mode, bf16 where validated and faster; CUDA: one
+graph per configuration, bf16) interleaved call by call, so load changes on a shared machine
+hit both equally. ``network forward`` rows time the observation encoder plus ONE denoiser
+forward: the floor a 1-step sampler is compared against (sampler overhead; for 1-step rows it
+is also timed interleaved). Random-init weights: latency does not depend on them. Prints a
+table and the target ratios, writes JSON rows and a latency plot (PNG next to the JSON).
 """
 
 from __future__ import annotations
@@ -342,7 +344,7 @@ def register(sub) -> None:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="engine precision (auto: bf16 on CUDA)",
+        help="engine precision (auto: bf16 on CUDA, and on native-bf16 CPUs if faster; always validated)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.set_defaults(func=run)
