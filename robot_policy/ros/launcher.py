@@ -127,9 +127,9 @@ class Launcher:
             if rc != 0 and not (self._stopping and rc in (0, -2, -15, -9, 130, 143)):
                 self.failed.append((p.spec.name, rc))
                 self._print(f"[launch] ERROR: node '{p.spec.name}' died with exit code {rc}")
-            else:
+            elif not self._stopping:
                 self._print(f"[launch] node '{p.spec.name}' exited cleanly")
-            if p.spec.required:
+            if p.spec.required and not self._stopping:
                 self.reason = f"required node '{p.spec.name}' exited (code {rc})"
                 self._print(f"[launch] {self.reason}: shutting down")
                 return False

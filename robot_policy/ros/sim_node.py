@@ -39,7 +39,8 @@ class SimNode(Node):
         from robot_policy.hardware.sim_robot import SimRobot
 
         hw_name = declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
-        task = declare(self, "task", "", "sim task (empty: the hardware config's task)")
+        task = declare(self, "task", "auto", "sim task (auto: the hardware config's task)")
+        task = "" if task == "auto" else task
         seed = declare(self, "seed", 0, "seed of the first reset; each /sim/reset uses the next")
         self.realtime = declare(
             self, "realtime", True, "pace ticks at control_hz (false: as fast as possible)"
