@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_policy.config import ConfigError
+from robot_policy.config import ConfigError, to_dict
 from robot_policy.sim import make_env
 from robot_policy.sim.randomization import (
     DEFAULT_RANDOMIZATION,
@@ -182,3 +182,61 @@ def test_adaptive_schedule_driven_by_expert_evaluation():
     final = sched.run(evaluate, rounds=2)
     assert sched.scale == 1.0 and final.dynamics == load_randomization("default").dynamics
     env.close()
+
+
+def test_sim_adapt_cli_runs_rounds_saves_and_resumes(tmp_path, capsys):
+    from robot_policy.cli.main import main
+
+    state, final = tmp_path / "s.json", tmp_path / "final.yaml"
+    args = ["sim", "adapt", "--expert", "--task", "tabletop", "--target", "default", "--episodes", "2"]
+    assert main([*args, "--rounds", "2", "--out", str(state), "--save-config", str(final)]) == 0
+    assert "round 2/2" in capsys.readouterr().out
+    sched = AdaptiveSchedule.load(state)
+    assert len(sched.history) == 2 and sched.scale > 0.25  # the expert succeeds: ranges widened
+    saved, current = to_dict(load_randomization(final)), to_dict(sched.current())
+    for group in current:
+        for name, rng in current[group].items():
+            assert saved[group][name] == pytest.approx(rng, abs=1e-6), name
+    assert main([*args, "--rounds", "1", "--resume", str(state), "--out", str(state)]) == 0
+    assert len(AdaptiveSchedule.load(state).history) == 3
+    no_source = [a for a in args if a != "--expert"]
+    assert main([*no_source, "--rounds", "1", "--out", str(state)]) == 2  # neither policy nor expert
+
+
+def test_policy_evaluator_shrinks_ranges_for_a_failing_policy(tmp_path):
+    """An untrained policy checkpoint, evaluated through robot_policy.evaluation, never succeeds."""
+    import torch
+
+    from robot_policy.config import from_dict
+    from robot_policy.policies import POLICIES, PolicyConfig, save_policy
+    from robot_policy.sim.curriculum import policy_evaluator, run_schedule
+
+    cfg = {
+        "family": "flow",
+        "obs_keys": ["joint_pos"],
+        "obs_shapes": {"joint_pos": [7]},
+        "action_dim": 8,
+        "horizon": 8,
+        "n_obs_steps": 2,
+        "n_action_steps": 4,
+        "fps": 20.0,
+        "down_dims": [16, 32],
+        "obs_mlp_dims": [32],
+        "step_embed_dim": 16,
+    }
+    stats = {
+        "joint_pos": {"min": -np.ones(7), "max": np.ones(7), "mean": np.zeros(7), "std": np.ones(7)},
+        "action": {"min": -np.ones(8), "max": np.ones(8), "mean": np.zeros(8), "std": np.ones(8)},
+    }
+    torch.manual_seed(0)
+    save_policy(POLICIES.get("flow")(from_dict(PolicyConfig, cfg), stats), tmp_path / "run")
+    sched = AdaptiveSchedule(load_randomization("default"), threshold=0.5, scale=0.5, shrink=0.5)
+    # One intra-op thread: tiny networks on a shared 2-core machine are ~15x slower with two.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluate = policy_evaluator(str(tmp_path / "run"), "tabletop", episodes=1)
+        run_schedule(sched, evaluate, rounds=1, log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert sched.history[0]["success_rate"] == 0.0 and sched.scale == 0.25

@@ -90,6 +90,40 @@ def _replay(args) -> int:
     return 0 if result.reproduced else 1
 
 
+@_friendly
+def _adapt(args) -> int:
+    from robot_policy.sim import curriculum
+    from robot_policy.sim.randomization import AdaptiveSchedule, load_randomization
+
+    if bool(args.checkpoint) == bool(args.expert):
+        raise ValueError("give exactly one of --checkpoint RUN_DIR or --expert")
+    if args.resume:
+        schedule = AdaptiveSchedule.load(args.resume)
+    else:
+        schedule = AdaptiveSchedule(
+            load_randomization(args.target),
+            threshold=args.threshold,
+            scale=args.initial_scale,
+            grow=args.grow,
+            shrink=args.shrink,
+        )
+    if args.expert:
+        evaluate = curriculum.expert_evaluator(args.task, args.episodes, seed=args.seed)
+    else:
+        evaluate = curriculum.policy_evaluator(args.checkpoint, args.task, args.episodes, seed=args.seed)
+    curriculum.run_schedule(schedule, evaluate, args.rounds)
+    schedule.save(args.out)
+    print(f"schedule state and history: {args.out}")
+    if args.save_config:
+        path = curriculum.save_randomization(
+            schedule.current(),
+            args.save_config,
+            comment=f"adaptive schedule scale {schedule.scale:.3f} of {args.target}",
+        )
+        print(f"final ranges: {path} (use with --randomization)")
+    return 0
+
+
 def register(sub) -> None:
     group = add_group(
         sub,
@@ -158,3 +192,35 @@ def register(sub) -> None:
     p.add_argument("--episode", type=int, required=True, help="episode index")
     p.add_argument("--video", default=None, help="write a video of the replay (.mp4 or .gif)")
     p.set_defaults(func=_replay)
+
+    p = add_command(
+        group,
+        "adapt",
+        help="adaptive domain randomization: widen ranges while success holds, shrink when it falls",
+        description=_fill(
+            "DORAEMON-style schedule: each round evaluates a policy checkpoint (or the scripted expert) "
+            "under the current ranges, a fraction SCALE of the target config's ranges around nominal; "
+            "SCALE is multiplied by --grow when the success rate is >= --threshold, by --shrink otherwise. "
+            "Saves the schedule (state + history, JSON) and optionally the final ranges as a YAML for "
+            "'sim collect --randomization' or 'eval'."
+        ),
+        epilog="examples:\n"
+        "  robot-policy sim adapt --checkpoint runs/lift_flow --task lift --target wide --rounds 5 \\\n"
+        "      --episodes 20 --out runs/lift_flow/dr_schedule.json --save-config sim/randomization/lift_adapted.yaml\n"
+        "  robot-policy sim adapt --expert --task stack --target wide --rounds 3 --episodes 10 --out /tmp/s.json",
+    )
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--checkpoint", default=None, help="policy run directory to evaluate")
+    p.add_argument("--expert", action="store_true", help="evaluate the task's scripted expert instead")
+    p.add_argument("--target", default="wide", help="randomization config at scale 1 (default: wide)")
+    p.add_argument("--rounds", type=int, default=5, help="evaluation rounds (default 5)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per round (default 20)")
+    p.add_argument("--threshold", type=float, default=0.8, help="success rate needed to widen (default 0.8)")
+    p.add_argument("--initial-scale", type=float, default=0.25, help="starting fraction of the ranges (0.25)")
+    p.add_argument("--grow", type=float, default=1.5, help="scale multiplier after a good round (1.5)")
+    p.add_argument("--shrink", type=float, default=0.7, help="scale multiplier after a bad round (0.7)")
+    p.add_argument("--seed", type=int, default=100_000, help="first evaluation seed (default 100000)")
+    p.add_argument("--resume", default=None, help="continue a schedule saved by a previous run (JSON)")
+    p.add_argument("--out", required=True, help="where to save the schedule state and history (JSON)")
+    p.add_argument("--save-config", default=None, help="also write the final ranges as a randomization YAML")
+    p.set_defaults(func=_adapt)

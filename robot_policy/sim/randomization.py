@@ -254,7 +254,7 @@ def scaled_config(target: RandomizationConfig, scale: float) -> RandomizationCon
         blo, bhi = f.metadata["bounds"]
         new = [min(max(nom + scale * (v - nom), blo), bhi) for v in (lo, hi)]
         if f.metadata["integer"]:
-            new = [int(math.floor(new[0])), int(math.ceil(new[1]))] if scale > 0 else [nom, nom]
+            new = [int(round(new[0])), int(round(new[1]))]
         data[group][f.name] = new
     return from_dict(RandomizationConfig, data, where="randomization")
 
