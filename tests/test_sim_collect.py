@@ -32,6 +32,7 @@ def test_sim_tasks_json_lists_spaces(capsys):
 
 def test_parse_cameras():
     assert parse_cameras("agentview:84x84, wrist:48x64") == {"agentview": (84, 84), "wrist": (48, 64)}
+    assert parse_cameras("default", task="lift") == {"agentview": (84, 84), "robot0_eye_in_hand": (84, 84)}
     with pytest.raises(ValueError, match="NAME:HxW"):
         parse_cameras("agentview84")
 

@@ -64,7 +64,7 @@ def _collect(args) -> int:
         args.out,
         randomization=args.randomization,
         seed=args.seed,
-        cameras=parse_cameras(args.cameras),
+        cameras=parse_cameras(args.cameras, task=args.task),
         keep_failures=args.keep_failures,
         overwrite=args.overwrite,
     )
@@ -171,7 +171,10 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
     p.add_argument(
-        "--cameras", default=None, help="camera images to record, NAME:HxW,... e.g. agentview:84x84"
+        "--cameras",
+        default=None,
+        help="camera images to record, NAME:HxW,... e.g. agentview:84x84, or 'default' for the task's "
+        "default cameras (84x84 each); none by default (state only)",
     )
     p.add_argument("--keep-failures", action="store_true", help="also store failed episodes (success=false)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -65,6 +65,15 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
+def task_class(task: str):
+    """The env class of ``task`` (class attributes: control_hz, default_cameras, ...) without building it."""
+    import importlib
+
+    TASKS.get(task)  # unknown names fail here, listing the known ones
+    module, attr = _ENTRY_POINTS[task].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def make_env(
     task: str,
     cameras: dict[str, tuple[int, int]] | None = None,
@@ -94,4 +103,4 @@ def make_expert(task: str, env, noise: float = 1.0):
     return EXPERTS.get(task)(env, noise=noise)
 
 
-__all__ = ["TASKS", "EXPERTS", "make_env", "make_expert", "list_tasks"]
+__all__ = ["TASKS", "EXPERTS", "make_env", "make_expert", "list_tasks", "task_class"]

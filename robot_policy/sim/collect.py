@@ -30,11 +30,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def parse_cameras(spec: str | None) -> dict[str, tuple[int, int]]:
-    """``"agentview:84x84,wrist:64x64"`` -> ``{"agentview": (84, 84), "wrist": (64, 64)}`` (H x W)."""
+def parse_cameras(spec: str | None, task: str | None = None) -> dict[str, tuple[int, int]]:
+    """``"agentview:84x84,wrist:64x64"`` -> ``{"agentview": (84, 84), "wrist": (64, 64)}`` (H x W).
+
+    ``"default"`` means the default cameras of ``task``.
+    """
     out: dict[str, tuple[int, int]] = {}
     if not spec:
         return out
+    if spec.strip() == "default":
+        if task is None:
+            raise ValueError("--cameras default needs a task")
+        from robot_policy.sim import task_class
+
+        return dict(task_class(task).default_cameras)
     for item in spec.split(","):
         try:
             name, size = item.strip().split(":")
