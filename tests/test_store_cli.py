@@ -52,7 +52,7 @@ def test_info_json(good, capsys):
         **info["keys"]["cam"],
         "shape": [4, 4, 3],
         "dtype": "uint8",
-        "codec": "blosc",
+        "codec": "jpegxl",
     }
     assert [e["length"] for e in info["episodes_meta"]] == [3, 5]
     assert info["episodes_meta"][1]["success"] is True and info["episodes_meta"][1]["randomization"] == {
@@ -136,12 +136,34 @@ def test_bench_store_smoke(tmp_path, capsys):
         "--windows",
         "5",
         "--codecs",
-        "blosc,jpegxl",
+        "jpegxl,blosc",
+        "--codec-frames",
+        "2",
     ]
     assert main([*argv, "--out", str(out)]) == 0
     res = json.loads(out.read_text())["results"]
-    assert [r["codec"] for r in res["write"]] == ["blosc", "jpegxl"]
+    assert [r["codec"] for r in res["write"]] == ["jpegxl", "blosc"]
     assert all(r["frames"] == 6 and r["size_ratio"] > 1 and r["frames_per_s"] > 0 for r in res["write"])
     assert {r["codec"] for r in res["codecs"]} >= {"blosc", "jpegxl", "jpeg2k"}
     assert res["windows"]["windows"] == 5
     assert "realtime_ratio" in capsys.readouterr().out
+
+
+def test_convert_codec_and_format(good, tmp_path, capsys):
+    dst = tmp_path / "v2.zarr"
+    assert (
+        main(["dataset", "convert", str(good), str(dst), "--zarr-format", "2", "--image-codec", "blosc"]) == 0
+    )
+    src, out = EpisodeStore.open(good), EpisodeStore.open(dst)
+    assert (out.zarr_format, out.schema["cam"].codec, out.fps, out.robot) == (2, "blosc", 20.0, "sim_panda")
+    assert out.episodes_meta() == src.episodes_meta()
+    for i in range(src.num_episodes):
+        for k, v in src.get_episode(i).items():
+            np.testing.assert_array_equal(out.get_episode(i)[k], v)
+    assert main(["dataset", "convert", str(good), str(dst)]) == 1
+    assert "overwrite" in capsys.readouterr().err
+    foreign = hand_made(tmp_path / "dp.zarr", {"a": 4}, [1, 4])
+    assert main(["dataset", "convert", str(foreign), str(tmp_path / "f.zarr")]) == 1
+    assert "fps" in capsys.readouterr().err
+    assert main(["dataset", "convert", str(foreign), str(tmp_path / "f.zarr"), "--fps", "15"]) == 0
+    assert EpisodeStore.open(tmp_path / "f.zarr").episode_lengths.tolist() == [1, 3]

@@ -46,6 +46,35 @@ def register(sub) -> None:
     )
     p.set_defaults(func=_validate)
 
+    p = add_command(
+        group,
+        "convert",
+        help="copy a store with another image codec or zarr format (e.g. format 2 for Diffusion Policy)",
+        description="Copy every committed episode and its metadata into a new store, re-encoding images "
+        "and/or switching zarr format. Record with the default lossless JPEG-XL (small, cheap to write); "
+        "convert to blosc for image-heavy training (about 10x faster to decode), to zarr format 2 for "
+        "Diffusion Policy / UMI tooling, or to jpegxl-lossy to archive.",
+        epilog="examples:\n  robot-policy dataset convert datasets/pick.zarr datasets/pick_train.zarr --image-codec blosc\n"
+        "  robot-policy dataset convert datasets/pick.zarr datasets/pick_v2.zarr --zarr-format 2",
+    )
+    p.add_argument("src", help="source store")
+    p.add_argument("dst", help="new store to write")
+    p.add_argument("--zarr-format", type=int, choices=(2, 3), default=None, help="default: the source's")
+    p.add_argument(
+        "--image-codec",
+        choices=("jpegxl", "blosc", "jpegxl-lossy", "jpeg2k"),
+        default=None,
+        help="re-encode image keys with this codec (default: keep each key's codec)",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="fps to record when the source has none (stores from other tools)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.set_defaults(func=_convert)
+
 
 def store_info(store) -> dict:
     """The JSON summary printed by ``dataset info --json``."""
@@ -150,6 +179,28 @@ def _info(args) -> int:
         print_table(rows)
         if len(shown) < len(eps):
             print(f"... {len(eps) - len(shown)} more episodes (--all lists them)")
+    return 0
+
+
+def _convert(args) -> int:
+    from robot_policy.data.convert import convert_store
+
+    try:
+        out = convert_store(
+            args.src,
+            args.dst,
+            args.zarr_format,
+            args.image_codec,
+            fps=args.fps,
+            overwrite=args.overwrite,
+            progress=True,
+        )
+    except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {out.path}: {out.num_episodes} episodes, {out.num_frames} frames (zarr format {out.zarr_format})"
+    )
     return 0
 
 

@@ -14,9 +14,11 @@ import numcodecs
 import numpy as np
 import zarr
 
-# Codecs a key may ask for. "blosc" is the default for images too: see docs/store.md for the
-# measured size ratio / encode / decode table this choice comes from.
-IMAGE_CODECS = ("blosc", "jpegxl", "jpegxl-lossy", "jpeg2k")
+# Codecs an image key may use. Default "jpegxl" (lossless): the cheapest to encode and the
+# smallest lossless option on rendered and noisy 640x480 frames; "blosc" decodes ~10x faster.
+# docs/store.md has the measured table this choice comes from.
+IMAGE_CODECS = ("jpegxl", "blosc", "jpegxl-lossy", "jpeg2k")
+DEFAULT_IMAGE_CODEC = "jpegxl"
 LOWDIM_CODEC = "blosc"
 
 # Low-dim keys: chunks along time only, about this many bytes per chunk (Diffusion Policy uses
@@ -27,9 +29,8 @@ LOWDIM_CHUNK_MAX_FRAMES = 4096
 _registered = False
 
 
-# Blosc settings: (cname, clevel, shuffle). Images: zstd level 1 kept the two-camera 640x480
-# stream at 2.3-3.4x real time on the shared 2-core machine where level 3 fell to 1.1-1.2x,
-# for 3.4x vs 4.4x size ratio (docs/store.md). Low-dim chunks are small: compress harder.
+# Blosc settings: (cname, clevel, shuffle). Images: zstd level 1 writes ~2x faster than level
+# 3 for 3.4x vs 4.4x size ratio (docs/store.md). Low-dim chunks are small: compress harder.
 BLOSC_IMAGE = ("zstd", 1, "noshuffle")
 BLOSC_LOWDIM = ("zstd", 5, "shuffle")
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -105,7 +106,8 @@ def create_data_array(
     nc = _numcodec(codec, image)
     if zarr_format == 2:
         kwargs["compressors"] = nc
-    elif codec == "blosc":
+        return group.create_array(name, **kwargs)
+    if codec == "blosc":
         from zarr.codecs import BloscCodec
 
         cname, clevel, shuffle = BLOSC_IMAGE if image else BLOSC_LOWDIM
