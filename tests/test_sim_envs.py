@@ -31,7 +31,7 @@ def _check_obs(env, obs):
 
 
 def test_registry_lists_all_tasks():
-    assert {"tabletop", "lift", "stack"} <= set(list_tasks())
+    assert {"tabletop", "lift", "stack", "pick_place_can"} <= set(list_tasks())
     with pytest.raises(KeyError, match="known: .*lift"):
         make_env("no_such_task")
 
@@ -70,12 +70,12 @@ def test_seeded_reset_is_reproducible(tabletop):
     assert not np.allclose(a["object"][:3], c["object"][:3])
 
 
-@pytest.mark.parametrize("task", ["lift", "stack"])
+@pytest.mark.parametrize("task", ["lift", "stack", "pick_place_can"])
 def test_robosuite_tasks_reset_and_step(task):
     env = make_env(task)
     obs, _ = env.reset(seed=0)
     _check_obs(env, obs)
-    assert env.unwrapped.object_dim == (7 if task == "lift" else 14)
+    assert env.unwrapped.object_dim == (14 if task == "stack" else 7)
     assert env.unwrapped.control_hz == 20.0
     hold = np.concatenate([obs["joint_pos"], [-1.0]]).astype(np.float32)
     obs, _, _, truncated, info = env.step(hold)
@@ -106,7 +106,9 @@ def _rollout(env, expert, seed):
     return False
 
 
-@pytest.mark.parametrize(("task", "seeds"), [("tabletop", [0, 1, 2]), ("lift", [5, 6]), ("stack", [7, 8])])
+@pytest.mark.parametrize(
+    ("task", "seeds"), [("tabletop", [0, 1, 2]), ("lift", [5, 6]), ("stack", [7, 8]), ("pick_place_can", [9])]
+)
 def test_expert_succeeds_under_default_randomization(task, seeds):
     env = make_env(task, randomization="default")
     expert = make_expert(task, env)

@@ -37,15 +37,18 @@ def _lazy(module: str, attr: str):
 TASKS.register("tabletop")(_lazy("robot_policy.sim.tabletop", "TabletopEnv"))
 TASKS.register("lift")(_lazy("robot_policy.sim.robosuite_tasks", "LiftEnv"))
 TASKS.register("stack")(_lazy("robot_policy.sim.robosuite_tasks", "StackEnv"))
+TASKS.register("pick_place_can")(_lazy("robot_policy.sim.robosuite_tasks", "PickPlaceCanEnv"))
 EXPERTS.register("tabletop")(_lazy("robot_policy.sim.experts", "LiftExpert"))
 EXPERTS.register("lift")(_lazy("robot_policy.sim.experts", "LiftExpert"))
 EXPERTS.register("stack")(_lazy("robot_policy.sim.experts", "StackExpert"))
+EXPERTS.register("pick_place_can")(_lazy("robot_policy.sim.experts", "PickPlaceExpert"))
 
 # Also visible to gymnasium: gym.make("robot_policy/lift-v0", cameras=..., randomization=...).
 _ENTRY_POINTS = {
     "tabletop": "robot_policy.sim.tabletop:TabletopEnv",
     "lift": "robot_policy.sim.robosuite_tasks:LiftEnv",
     "stack": "robot_policy.sim.robosuite_tasks:StackEnv",
+    "pick_place_can": "robot_policy.sim.robosuite_tasks:PickPlaceCanEnv",
 }
 
 

@@ -117,7 +117,7 @@ class WaypointExpert:
         raise NotImplementedError
 
     # -- shared phases ---------------------------------------------------------------------------
-    def _grasp_phases(self, obs, obj_pos, obj_quat, half_height, obstacles=()):
+    def _grasp_phases(self, obs, obj_pos, obj_quat, half_height, obstacles=(), grasp_dz=-0.003):
         """Phases 0-2: above the object, down around it, close. Returns None once they are done."""
         if self.phase == 0:
             yaw = self._grasp_yaw(obj_quat, obj_pos, obstacles)
@@ -126,7 +126,7 @@ class WaypointExpert:
             return target, yaw, -1.0, self.fast, self._reached(obs, target, 0.02) or self.phase_steps > 80
         if self.phase == 1:
             if "grasp" not in self.memory or self.phase_steps < 3:
-                self.memory["grasp"] = obj_pos + np.array([*self.grasp_offset, -0.003])
+                self.memory["grasp"] = obj_pos + np.array([*self.grasp_offset, grasp_dz])
             target = self.memory["grasp"]
             return (
                 target,
@@ -188,3 +188,36 @@ class StackExpert(WaypointExpert):
         target = self.cmd_pos.copy()
         target[2] = self.memory["b"][2] + hb + 2 * ha + 0.08
         return target, yaw, -1.0, self.slow, False
+
+
+class PickPlaceExpert(WaypointExpert):
+    """Grasp the object, lift it over the bin walls, carry it above the target, lower, release, back off."""
+
+    clearance = 0.12  # m above the target bin's floor while carrying
+
+    def _plan(self, obs):
+        pos = obs["object"][:3]
+        bottom = float(self.env.object_bottom[0])
+        # A can is round: keep the wrist as it is (yaw 0) instead of aligning to faces.
+        # Grip the can 1.5 cm above its body origin: lower, the fingertips meet the bin floor.
+        out = self._grasp_phases(obs, pos, np.array([1.0, 0, 0, 0]), 0.0, grasp_dz=0.015)
+        if out is not None:
+            return out
+        target = self.env.target_position()
+        carry_z = target[2] + bottom + self.clearance + 0.08
+        if self.phase == 3:  # straight up, out of the source bin
+            goal = np.array([*self.memory["grasp"][:2], carry_z])
+            return goal, 0.0, 1.0, self.fast, self._reached(obs, goal, 0.02) or self.phase_steps > 60
+        if self.phase == 4:  # across, above the target
+            self.memory["in_hand"] = pos - obs["ee_pos"]
+            goal = np.array([*(target[:2] - self.memory["in_hand"][:2]), carry_z])
+            return goal, 0.0, 1.0, self.fast, self._reached(obs, goal, 0.015) or self.phase_steps > 100
+        if self.phase == 5:  # down until the object is just above the bin floor
+            off = self.memory["in_hand"]
+            goal = np.array([*(target[:2] - off[:2]), target[2] + bottom + 0.03 - off[2]])
+            return goal, 0.0, 1.0, self.slow, self._reached(obs, goal, 0.01) or self.phase_steps > 60
+        if self.phase == 6:  # release
+            return self.cmd_pos.copy(), 0.0, -1.0, self.slow, self.phase_steps >= 8
+        goal = self.cmd_pos.copy()
+        goal[2] = carry_z
+        return goal, 0.0, -1.0, self.fast, False

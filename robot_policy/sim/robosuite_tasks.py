@@ -55,6 +55,7 @@ class RobosuiteEnv(SimEnv):
     hidden_geom_groups = (0,)  # collision meshes
     robot_name = "robosuite_panda"
     object_names: tuple[str, ...] = ()
+    box_objects = True
 
     def _build(self) -> None:
         ensure_gl_backend()
@@ -103,7 +104,7 @@ class RobosuiteEnv(SimEnv):
         self.ee_site_id = int(robot.eef_site_id["right"])
         self._gripper_qpos = np.array(robot._ref_gripper_joint_pos_indexes["right"])
         self.finger_joint_id = int(np.flatnonzero(self.model.jnt_qposadr == self._gripper_qpos[0])[0])
-        objs = [getattr(self.rs, n) for n in self.object_names]
+        objs = self._task_objects()
         self.object_body_ids = [self.model.body(o.root_body).id for o in objs]
         self.object_geom_ids = [self.model.geom(g).id for o in objs for g in o.contact_geoms + o.visual_geoms]
         self.table_geom_ids = [
@@ -111,8 +112,20 @@ class RobosuiteEnv(SimEnv):
         ]
         self.object_dim = 7 * len(objs)
         self.object_pos_idx = [7 * k + i for k in range(len(objs)) for i in range(3)]
-        self.object_half_sizes = [np.array(o.size, dtype=np.float64) for o in objs]
+        self.object_half_sizes = [self._half_size(o) for o in objs]
+        # Distance from each object's body origin down to its bottom (placing needs it).
+        self.object_bottom = [float(-o.bottom_offset[2]) for o in objs]
         self._gain_scale = 1.0
+
+    def _task_objects(self) -> list:
+        return [getattr(self.rs, n) for n in self.object_names]
+
+    @staticmethod
+    def _half_size(obj) -> np.ndarray:
+        if hasattr(obj, "size"):  # BoxObject
+            return np.array(obj.size, dtype=np.float64)
+        r = obj.horizontal_radius  # mesh objects: bounding cylinder
+        return np.array([r, r, (obj.top_offset[2] - obj.bottom_offset[2]) / 2])
 
     def set_gain_scale(self, scale: float) -> None:
         self._gain_scale = scale
@@ -130,7 +143,7 @@ class RobosuiteEnv(SimEnv):
         # robosuite rebuilds its controllers on reset: re-apply the drawn gain.
         self.set_gain_scale(self._gain_scale)
         # The cube sizes of Lift are drawn at model build; read the compiled ones.
-        for k, b in enumerate(self.object_body_ids):
+        for k, b in enumerate(self.object_body_ids if self.box_objects else ()):
             geoms = [g for g in self.object_geom_ids if self.model.geom_bodyid[g] == b]
             if geoms:
                 self.object_half_sizes[k] = self.model.geom_size[geoms[0]].copy()
@@ -169,3 +182,25 @@ class StackEnv(RobosuiteEnv):
     env_name = "Stack"
     max_episode_steps = 300
     object_names = ("cubeA", "cubeB")
+
+
+class PickPlaceCanEnv(RobosuiteEnv):
+    """robosuite PickPlaceCan: move the can from the left bin into its quadrant of the right bin."""
+
+    task_name = "pick_place_can"
+    env_name = "PickPlaceCan"
+    max_episode_steps = 300
+    default_cameras = {"agentview": (84, 84), "robot0_eye_in_hand": (84, 84)}
+    box_objects = False
+
+    def _task_objects(self) -> list:
+        return [self.rs.objects[self.rs.object_id]]
+
+    def target_position(self) -> np.ndarray:
+        """Where the can should go: inside its success quadrant, on the side nearest the robot.
+
+        The quadrant's centre (robosuite's ``target_bin_placements``) is at the edge of the Panda's
+        reach with a top-down grasp; success only needs the can anywhere in the quadrant.
+        """
+        lo = np.array([self.rs.bin2_pos[0], self.rs.bin2_pos[1]])
+        return np.array([lo[0] + 0.05, lo[1] + 0.06, self.rs.bin2_pos[2]])

@@ -57,6 +57,7 @@ class TabletopEnv(SimEnv):
         self.object_dim = 7
         self.object_pos_idx = [0, 1, 2]
         self.object_half_sizes = [m.geom_size[m.geom("cube").id].copy()]
+        self.object_bottom = [float(self.object_half_sizes[0][2])]
         self._table_z = float(m.geom_pos[m.geom("table_top").id][2] + m.geom_size[m.geom("table_top").id][2])
         self._n_substeps = int(round(1.0 / (self.control_hz * m.opt.timestep)))
         self._gain_nominal = (
