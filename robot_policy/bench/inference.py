@@ -311,7 +311,12 @@ def run(args) -> int:
     out = Path(args.json) if args.json else DEFAULT_DIR / f"inference_{label}_{args.device}.json"
     path = save_results("inference", rows, out)
     png = histogram(
-        rows, out.with_suffix(".png"), f"{label} on {info.get('gpu', info['cpu'])} ({args.device})"
+        rows,
+        out.with_suffix(".png"),
+        (
+            f"{label} on {info.get('gpu', info['cpu'])} ({args.device}, {torch.get_num_threads()} threads, "
+            f"1-min load {load0:.1f})"
+        ),
     )
     print(f"wrote {path} and {png}")
     return 0
