@@ -130,7 +130,7 @@ def register(sub) -> None:
         "sim",
         help="simulation: list tasks, collect expert demonstrations, replay episodes",
         description=_fill(
-            "Simulated tasks (native MuJoCo 'tabletop', robosuite 'lift' and 'stack'), their scripted "
+            "Simulated tasks (native MuJoCo 'tabletop', robosuite 'lift', 'stack', 'pick_place_can'), their scripted "
             "experts and domain randomization (sim/randomization/*.yaml). Python API: "
             "robot_policy.sim.make_env / make_expert; docs/sim.md."
         ),

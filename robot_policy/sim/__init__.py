@@ -9,7 +9,7 @@ obs, reward, terminated, truncated, info = env.step(expert.act(obs))   # info["s
 ```
 
 Tasks: ``tabletop`` (native MuJoCo scene in ``sim/tabletop.xml``, default twin of the ROS sim
-robot), ``lift`` and ``stack`` (robosuite 1.5.1). Backends register in ``TASKS``/``EXPERTS``.
+robot), ``lift``, ``stack`` and ``pick_place_can`` (robosuite 1.5.1). Backends register in ``TASKS``/``EXPERTS``.
 """
 
 from __future__ import annotations
