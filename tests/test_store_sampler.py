@@ -122,3 +122,16 @@ def test_train_val_split():
     assert [len(x) for x in train_val_split(5, 0.0)] == [5, 0]
     with pytest.raises(ValueError):
         train_val_split(5, 1.0)
+
+
+def test_dataset_pickles_for_spawned_workers(store):
+    import pickle
+
+    ds = SequenceDataset(
+        store, ["state", "cam"], "action", n_obs_steps=2, horizon=4, in_memory_keys=["state", "action"]
+    )
+    copy = pickle.loads(pickle.dumps(ds))
+    assert copy.store.path == store.path and not isinstance(copy._arrays["cam"], np.ndarray)
+    for i in (0, 7, len(ds) - 1):
+        np.testing.assert_array_equal(copy[i]["obs"]["cam"], ds[i]["obs"]["cam"])
+        np.testing.assert_array_equal(copy[i]["action"], ds[i]["action"])

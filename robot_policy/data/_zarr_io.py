@@ -54,6 +54,17 @@ def _numcodec(name: str, image: bool = True) -> numcodecs.abc.Codec:
     raise ValueError(f"unknown codec {name!r}; choose one of {IMAGE_CODECS}")
 
 
+_IMAGE_CODEC_CLASSES: dict[str, type] = {}
+
+
+def __getattr__(name: str):
+    # Unpickling looks the codec classes up here, possibly before anything registered them.
+    register_codecs()
+    if name in _IMAGE_CODEC_CLASSES:
+        return _IMAGE_CODEC_CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _quiet_init(self, **codec_config) -> None:
     # zarr warns on every construction (each open of an image array) that numcodecs codecs are
     # outside the v3 spec; that is known and documented in docs/store.md.
@@ -78,6 +89,8 @@ def register_codecs() -> None:
     for cls_name in ("Jpegxl", "Jpeg2k", "Jpeg", "Png", "Qoi", "Webp"):
         codec_id = getattr(inc, cls_name).codec_id
         cls = type(cls_name, (_NumcodecsArrayBytesCodec,), {"__init__": _quiet_init}, codec_name=codec_id)
+        cls.__module__ = __name__  # picklable (zarr arrays sent to spawned DataLoader workers)
+        _IMAGE_CODEC_CLASSES[cls_name] = cls
         register_codec(f"numcodecs.{codec_id}", cls)
     _registered = True
 

@@ -104,6 +104,24 @@ class SequenceDataset(_TorchDataset):
         wanted = n * frame_bytes <= IN_MEMORY_BYTES if in_memory_keys is None else key in in_memory_keys
         return np.asarray(arr[:n]) if wanted else arr
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started with "spawn" get a pickled copy: send arrays held in RAM,
+        # and for the rest only the store's path; each worker reopens the store read-only.
+        state = self.__dict__.copy()
+        state["store"] = None
+        state["_store_path"] = self.store.path
+        state["_arrays"] = {k: (v if isinstance(v, np.ndarray) else None) for k, v in self._arrays.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        from robot_policy.data.store import EpisodeStore
+
+        self.__dict__.update(state)
+        self.store = EpisodeStore.open(state["_store_path"], "r")
+        for k, v in self._arrays.items():
+            if v is None:
+                self._arrays[k] = self.store.array(k)
+
     def __len__(self) -> int:
         return int(self._cum[-1]) if len(self._cum) else 0
 
