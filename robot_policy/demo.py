@@ -30,7 +30,7 @@ class DemoConfig:
     """Robot setup of the graph."""
     demos: int = 30
     """Scripted demonstrations to collect."""
-    train_steps: int = 1500
+    train_steps: int = 4000
     """Optimizer steps."""
     batch_size: int = 64
     """Training batch size."""

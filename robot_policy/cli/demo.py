@@ -23,8 +23,8 @@ Without rclpy (or with --no-ros) step 3-4 run the same policy in-process instead
 
 EPILOG = """\
 examples:
-  robot-policy demo                                   # defaults: 30 demos, 1500 steps, 10 episodes
-  robot-policy demo --episodes 3 --train-steps 300    # quick smoke run (~3 min)
+  robot-policy demo                                   # defaults: 30 demos, 4000 steps, 10 episodes
+  robot-policy demo --episodes 3 --train-steps 300    # quick smoke run (~2 min)
   robot-policy demo --demos 100 --train-steps 6000 --episodes 50 --out outputs/demo_big
   robot-policy demo --checkpoint runs/x --episodes 20 # evaluate an existing checkpoint
   robot-policy demo --no-ros                          # in-process evaluation only
@@ -48,7 +48,7 @@ def register(sub) -> None:
         "--hardware", default="sim_tabletop", help="robot setup for the graph (hardware/NAME.yaml)"
     )
     p.add_argument("--demos", type=int, default=30, help="scripted demonstrations to collect (default 30)")
-    p.add_argument("--train-steps", type=int, default=1500, help="optimizer steps (default 1500)")
+    p.add_argument("--train-steps", type=int, default=4000, help="optimizer steps (default 4000)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
     p.add_argument(
