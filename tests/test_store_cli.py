@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from robot_policy.cli.main import main
-from robot_policy.data import EpisodeStore, KeySpec
+from robot_policy.data import EpisodeStore, KeySpec, StoreError
 
 
 @pytest.fixture
@@ -167,3 +167,15 @@ def test_convert_codec_and_format(good, tmp_path, capsys):
     assert "fps" in capsys.readouterr().err
     assert main(["dataset", "convert", str(foreign), str(tmp_path / "f.zarr"), "--fps", "15"]) == 0
     assert EpisodeStore.open(tmp_path / "f.zarr").episode_lengths.tolist() == [1, 3]
+
+
+def test_foreign_tail_is_kept_until_dropped_explicitly(tmp_path):
+    path = hand_made(tmp_path / "tail.zarr", {"a": 10, "b": 10}, [4, 7])
+    s = EpisodeStore.open(path, "a")  # warns, keeps the 3 extra frames
+    assert s.array("a").shape[0] == 10
+    with pytest.raises(StoreError, match="drop_uncommitted"):
+        s.add_episode({"a": np.ones((2, 2), np.float32), "b": np.ones((2, 2), np.float32)})
+    assert s.array("a").shape[0] == 10
+    s.drop_uncommitted()
+    assert s.add_episode({"a": np.ones((2, 2), np.float32), "b": np.ones((2, 2), np.float32)}) == 2
+    assert main(["dataset", "validate", str(path)]) == 0

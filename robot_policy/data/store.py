@@ -165,13 +165,33 @@ class EpisodeStore:
         self._meta_list = list(g["meta"].attrs.get("episodes", []) or [])
         self.zarr_format = g.metadata.zarr_format
 
-    def _recover(self) -> None:
-        """Drop an uncommitted tail (partial episode of a crashed writer): truncate to the last end."""
+    def drop_uncommitted(self) -> None:
+        """Truncate frames past the last episode end that no crashed writer of ours left behind
+        (a store edited by other tools); ``open(path, "a")`` refuses to do that on its own."""
+        self._check_writable()
+        self._recover(force=True)
+
+    def _recover(self, force: bool = False, strict: bool = False) -> None:
+        """Drop an uncommitted tail (partial episode of a crashed writer): truncate to the last end.
+
+        Frames past the end with no interrupted writer recorded came from another tool: they are
+        kept (warning) unless ``force``; ``strict`` (about to write over them) raises instead.
+        """
         if self._lock in zio.OPEN_EPISODES:  # another handle in this process is writing that tail
             return
         end = self.num_frames
         tails = {k: a.shape[0] - end for k, a in self._data.items() if a.shape[0] > end}
         pending = self._info.get("pending")
+        if tails and not pending and not force:
+            msg = (
+                f"{self.path}: frames past the last episode end ({tails} per key) that no interrupted "
+                "writer of ours recorded: another tool changed this store. See 'robot-policy dataset "
+                "validate'; store.drop_uncommitted() removes them before new episodes are added"
+            )
+            if strict:
+                raise StoreError(msg)
+            log.warning(msg)
+            return
         if tails or pending:
             if tails:
                 log.warning(
@@ -309,7 +329,7 @@ class EpisodeStore:
             raise StoreError("another episode is open on this store; commit() or discard() it first")
         meta = check_meta(meta, self.num_episodes)
         self.refresh()  # another handle in this process may have committed since we loaded
-        self._recover()
+        self._recover(strict=True)
         w = EpisodeWriter(self, meta, background=background)
         self._writer = w
         zio.OPEN_EPISODES.add(self._lock)
