@@ -8,6 +8,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def private_domain() -> str:
+    """A DDS domain of its own for this test run, so graphs of concurrent runs on one machine
+    (other sessions, a demo in the background) never see each other's topics."""
+    import os
+    import random
+
+    os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid()).randint(10, 100))
+    return os.environ["ROS_DOMAIN_ID"]
+
+
 class Graph:
     """Nodes of a launch file running in separate processes, plus a client in this process."""
 

@@ -83,6 +83,9 @@ def test_substitutions_groups_remaps_and_errors(tmp_path):
 
 
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    from ros_graph import private_domain
+
+    private_domain()
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "robot_policy.cli.main", "launch", *args, "--grace", "3"],

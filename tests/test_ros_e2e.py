@@ -15,6 +15,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def test_demo_runs_one_episode_through_the_graph(tmp_path, capsys):
+    from ros_graph import private_domain
+
+    private_domain()
     from robot_policy.cli.main import main
     from robot_policy.data import EpisodeStore
     from robot_policy.hardware.config import load_hardware_config

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ros_graph import Graph, diagnostics, wait_until  # noqa: E402
+from ros_graph import Graph, diagnostics, private_domain, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -25,6 +25,7 @@ def graph(tmp_path_factory):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image, JointState
 
+    private_domain()
     tmp = tmp_path_factory.mktemp("graph")
     g = Graph("sim.launch.xml", {"dataset": str(tmp / "rec.zarr")}, tmp / "graph.log")
     c = g.client
