@@ -24,6 +24,9 @@ class EpisodeWriter:
     past the store's last committed frame by one background thread, so a recorder's callback
     does not stall while a block of images is compressed. An error in the background write
     (disk full...) is raised by the next ``append``/``extend``/``commit``.
+
+    Not thread-safe: call it from one thread at a time (a recorder with several subscription
+    callbacks should align frames first and append from one place).
     """
 
     def __init__(self, store, meta: dict, background: bool = True) -> None:
