@@ -115,11 +115,16 @@ def _row(base: dict, mode: str, ms: list[float], extra: dict | None = None) -> d
     return row
 
 
-def bench_family(policy, family, configs, device, reps, budget_s, precision, forward_row):
-    """Interleaved eager/engine timings of ``configs`` (sampler, steps) for one policy."""
+def bench_family(policy, family, configs, device, reps, budget_s, precision, forward_row, warm_k=0):
+    """Interleaved eager/engine timings of ``configs`` (sampler, steps) for one policy.
+
+    ``warm_k`` > 0 adds ``engine-warm`` rows: RTI-DP warm start from the previous plan,
+    running the last ``warm_k`` steps of the same schedule (configs with more steps only).
+    """
     import torch
 
     from robot_policy.inference.engine import EngineConfig, InferenceEngine
+    from robot_policy.inference.warmstart import WarmStartConfig
 
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -149,6 +154,14 @@ def bench_family(policy, family, configs, device, reps, budget_s, precision, for
             return eng.predict(obs, num_steps=s)
 
         timers = [("eager", run_eager), ("engine", run_engine)]
+        if 0 < warm_k < steps:
+            eng.cfg.warm_start = WarmStartConfig(enabled=True, schedule_steps=steps, run_steps=warm_k)
+            plan = eng.predict(obs, num_steps=steps).actions
+
+            def run_warm(s=steps, plan=plan):
+                return eng.predict(obs, prior=plan, num_steps=s)
+
+            timers.append(("engine-warm", run_warm))
         if steps == 1:
             # The sampler-overhead floor, timed interleaved with the 1-step calls it is compared to.
             timers.append(("forward", _forward_fn(eng.policy, eng, obs, device, True)))
@@ -172,6 +185,10 @@ def bench_family(policy, family, configs, device, reps, budget_s, precision, for
             gr["forward_p50_ms"] = float(np.percentile(ms["forward"], 50))
             gr["overhead_vs_forward"] = float(np.median(np.divide(ms["engine"], ms["forward"])))
         rows += [er, gr]
+        if "engine-warm" in ms:
+            wr = _row(base, "engine-warm", ms["engine-warm"], {"precision": eng.report["precision"]})
+            wr.update(warm_run_steps=warm_k, speedup_vs_cold_engine=gr["p50_ms"] / wr["p50_ms"])
+            rows.append(wr)
     extra = {k: eng.report[k] for k in ("bf16_max_action_error", "graph_failures") if k in eng.report}
     for r in rows:
         if r["mode"] == "engine":
@@ -292,13 +309,23 @@ def run(args) -> int:
             continue
         print(f"[{label}] {family}: {sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters")
         rows += bench_family(
-            policy, family, configs, args.device, args.reps, args.budget, args.precision, not forward_done
+            policy,
+            family,
+            configs,
+            args.device,
+            args.reps,
+            args.budget,
+            args.precision,
+            not forward_done,
+            args.warm_start,
         )
         forward_done = True
         del policy
     for r in rows:
         r["preset"] = label
     cols = ["family", "sampler", "steps", "mode", "device", "p50_ms", "p99_ms", "n", "speedup_vs_eager"]
+    if args.warm_start:
+        cols.append("speedup_vs_cold_engine")
     if args.device == "cuda":
         cols += ["precision", "gpu_mem_allocated_mb"]
     print_table(rows, cols)
@@ -355,4 +382,11 @@ def register(sub) -> None:
         help="engine precision (auto: bf16 on CUDA, and on native-bf16 CPUs if faster; always validated)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--warm-start",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time RTI-DP warm start running the last K steps (configs with more than K steps)",
+    )
     p.set_defaults(func=run)
