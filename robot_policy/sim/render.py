@@ -32,12 +32,27 @@ def _hook_exit() -> None:
 
 
 def ensure_gl_backend() -> str:
-    """Pick a headless GL backend before mujoco is imported: EGL when libEGL exists, else OSMesa."""
+    """Pick a headless GL backend: EGL when libEGL exists, else OSMesa (``MUJOCO_GL`` wins if set).
+
+    mujoco reads ``MUJOCO_GL`` once, when it is first imported. If it was imported earlier
+    without the variable (it then picks GLFW, which needs a display), switch its context class
+    to the headless one, as long as PyOpenGL has not been bound to another platform yet.
+    """
+    import sys
+
     if "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl" if ctypes.util.find_library("EGL") else "osmesa"
-    if os.environ["MUJOCO_GL"] == "osmesa":
+    backend = os.environ["MUJOCO_GL"]
+    if backend == "osmesa":
         os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    return os.environ["MUJOCO_GL"]
+    gl = sys.modules.get("mujoco.rendering.classic.gl_context")
+    if gl is not None and getattr(gl, "_MUJOCO_GL", backend) in ("", "glfw") and backend in ("egl", "osmesa"):
+        if "OpenGL" not in sys.modules or os.environ.get("PYOPENGL_PLATFORM") == backend:
+            import importlib
+
+            gl.GLContext = importlib.import_module(f"mujoco.{backend}").GLContext
+            gl._MUJOCO_GL = backend
+    return backend
 
 
 class CameraRenderer:
@@ -63,6 +78,7 @@ class CameraRenderer:
             # The offscreen buffer must be at least as large as the image.
             self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height)
             self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width)
+            ensure_gl_backend()  # mujoco may have been imported before robot_policy.sim
             try:
                 r = mujoco.Renderer(self.model, height, width)
             except Exception as e:  # noqa: BLE001 - GL failures come in many types
