@@ -143,3 +143,23 @@ def test_tasks_are_registered_with_gymnasium():
         obs, *_ = env.step(env.action_space.sample())
         assert env.observation_space.contains(obs)
     env.close()
+
+
+def test_headless_rendering_even_if_mujoco_was_imported_first():
+    """mujoco picks its GL backend at import; without MUJOCO_GL that is GLFW, which needs a display."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import mujoco\n"
+        "from robot_policy.sim import make_env\n"
+        "env = make_env('tabletop', cameras={'agentview': (24, 24)})\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "assert obs['agentview_rgb'].std() > 5\n"
+        "print('rendered')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rendered" in out.stdout
