@@ -146,6 +146,17 @@ def load_randomization(path: str | Path) -> RandomizationConfig:
         raise
 
 
+def _tint(rgb: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Add a colour offset; shift down when a channel would pass 1 so the hue change survives.
+
+    A white (1, 1, 1) textured material can only be tinted darker (mat_rgba multiplies the
+    texture): plain clipping would erase every positive offset.
+    """
+    out = rgb + offset
+    out -= max(0.0, float(out.max()) - 1.0)
+    return np.clip(out, 0.0, 1.0)
+
+
 class Randomizer:
     """Draws parameter values from a config and writes them into an env's model."""
 
@@ -228,9 +239,9 @@ class Randomizer:
             mats = {int(m.geom_matid[g]) for g in geoms if m.geom_matid[g] >= 0}
             for g in geoms:
                 if m.geom_matid[g] < 0:
-                    m.geom_rgba[g, :3] = np.clip(self._nominal["geom_rgba"][g, :3] + offset, 0, 1)
+                    m.geom_rgba[g, :3] = _tint(self._nominal["geom_rgba"][g, :3], offset)
             for mat in mats:
-                m.mat_rgba[mat, :3] = np.clip(self._nominal["mat_rgba"][mat, :3] + offset, 0, 1)
+                m.mat_rgba[mat, :3] = _tint(self._nominal["mat_rgba"][mat, :3], offset)
         pos_off = np.array([draw[f"visuals.camera_pos_offset.{a}"] for a in "xyz"])
         rot = np.deg2rad([draw[f"visuals.camera_rot_deg.{a}"] for a in "xyz"])
         dq = np.zeros(4)
