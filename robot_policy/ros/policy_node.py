@@ -49,6 +49,12 @@ class PolicyNode(Node):
 
         torch.set_num_threads(int(threads))
         policy = load(ckpt, device=declare(self, "device", "cpu", "torch device"))
+        # [inference engine, issue 6] Serve through the engine: a drop-in for the policy
+        # (predict/reset/config) with CUDA graphs + validated bf16 on GPU, inference_mode on
+        # CPU, and warm-up here so the first control decision is not slow.
+        from robot_policy.inference.engine import EngineConfig, InferenceEngine
+
+        policy = InferenceEngine(policy, EngineConfig(device=str(policy.device), num_steps=int(steps)))
         if policy.config.action_dim != self.hw.command_dim:
             raise ValueError(
                 f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
