@@ -128,13 +128,9 @@ class RunnerStats:
 def queued_plan(sched, now: float) -> tuple[np.ndarray, np.ndarray]:
     """(times, actions) the scheduler will execute from ``now`` on.
 
-    The one place that reads the scheduler's queue: swap this function if the scheduler's
-    internals change (it has no public accessor for the whole plan yet).
+    The one place that reads the scheduler's queue.
     """
-    times = np.asarray(sched._times)
-    actions = sched._actions if sched._actions is not None else np.zeros((0, 0), np.float32)
-    keep = times >= now - sched.tol
-    return times[keep], np.asarray(actions)[keep]
+    return sched.queued(now)  # [inference engine, issue 6] public accessor instead of private fields
 
 
 class PolicyRunner:
