@@ -1,1 +1,0 @@
-"""robot_policy.calibration"""
