@@ -182,3 +182,24 @@ def test_required_node_crash_shuts_down_the_launch(tmp_path):
     assert re.search(r"node 'sim' died with exit code 1", out) and "required node 'sim' exited" in out
     assert "missing.yaml does not exist" in out  # the node's own error reaches the prefixed log
     assert all(_gone(p) for p in _pids(lines))
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_record_launch_scripted_teleop_records_episodes_end_to_end(tmp_path):
+    """record.launch.xml: sim + recorder + scripted teleop (the sim expert through the forward
+    command interface); the teleop node ends the launch after its episodes."""
+    from robot_policy.data import EpisodeStore
+
+    proc = _start([str(LAUNCH / "record.launch.xml"), "episodes:=1", "dataset:=teleop.zarr"], tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "scripted teleop done: 1/1 successful" in out, out
+    store = EpisodeStore.open(tmp_path / "teleop.zarr")
+    assert store.num_episodes == 1 and store.episode_meta(0)["success"] is True
+    ep = store.get_episode(0)
+    assert len(ep["action"]) > 40 and ep["object"][-1, 2] > ep["object"][0, 2] + 0.04  # cube lifted
