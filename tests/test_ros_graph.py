@@ -22,18 +22,30 @@ HZ = 20.0
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
+    import yaml
     from diagnostic_msgs.msg import DiagnosticArray
+    from ros_graph import REPO
     from sensor_msgs.msg import CameraInfo, Image, JointState
 
     private_domain()
     tmp = tmp_path_factory.mktemp("graph")
-    g = Graph("sim.launch.xml", {"dataset": str(tmp / "rec.zarr")}, tmp / "graph.log")
+    # The default robot with depth enabled on the wrist camera (realsense-style depth topic).
+    hw = yaml.safe_load((REPO / "hardware" / "sim_tabletop.yaml").read_text())
+    for cam in hw["cameras"]:
+        cam["depth"] = cam["name"] == "wrist"
+    (tmp / "hw.yaml").write_text(yaml.safe_dump(hw))
+    g = Graph(
+        "sim.launch.xml",
+        {"dataset": str(tmp / "rec.zarr"), "hardware": str(tmp / "hw.yaml")},
+        tmp / "graph.log",
+    )
     c = g.client
     c.subscribe("/joint_states", JointState, keep=200)
     c.subscribe("/joint_commands", JointState, keep=400)
     c.subscribe("/agentview/color/image_raw", Image, keep=50)
     c.subscribe("/agentview/color/camera_info", CameraInfo, keep=5)
     c.subscribe("/wrist/color/image_raw", Image, keep=5)
+    c.subscribe("/wrist/depth/image_rect_raw", Image, keep=5)
     c.subscribe("/diagnostics", DiagnosticArray, keep=20, sensor=False)
     try:
         c.latest("/joint_states", timeout=60)
@@ -86,6 +98,12 @@ def test_topics_types_encodings_and_rates(c):
     assert (img.encoding, img.width, img.height, img.step) == ("rgb8", 84, 84, 84 * 3)
     assert len(img.data) == 84 * 84 * 3 and img.header.frame_id == "agentview_color_optical_frame"
     assert c.latest("/wrist/color/image_raw").encoding == "rgb8"
+    depth = c.latest("/wrist/depth/image_rect_raw")
+    assert (depth.encoding, depth.width, depth.height, depth.step) == ("16UC1", 84, 84, 168)
+    from robot_policy.ros.convert import image_to_frame
+
+    d = image_to_frame(depth).image
+    assert d.dtype == np.uint16 and 50 < np.median(d[d > 0]) < 3000  # millimetres to the table/arm
     info = c.latest("/agentview/color/camera_info")
     assert (info.width, info.height) == (84, 84) and info.k[0] > 0 and info.k[8] == 1.0
     # Rate from capture stamps (not wall-clock measurements in this process): ~control rate.

@@ -51,6 +51,8 @@ class SimRobot:
                 f"'{self.task}' has {len(u.joint_names)} ({list(u.joint_names)})"
             )
         self.n_arm = len(hw.joint_names)
+        self._depth = {c.name: (c.height, c.width) for c in hw.cameras if c.depth}
+        self._depth_renderers: dict = {}
         self.safety = SafetyLayer(hw)
         self.traj = TrajectoryExecutor()
         self.next_seed = int(seed)
@@ -149,5 +151,40 @@ class SimRobot:
         self.episode_success |= success
         return TickResult(obs=self.obs, stamp=now, command=target, success=success)
 
+    def camera_fovy(self, camera: str) -> float:
+        """Vertical field of view (degrees) of a scene camera, for CameraInfo."""
+        import mujoco
+
+        m = self.env.unwrapped.model
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        return float(m.cam_fovy[cid]) if cid >= 0 else 45.0
+
+    def render_depth(self) -> dict[str, np.ndarray]:
+        """Depth images (uint16 millimetres, 0 = no return) of the cameras with ``depth: true``,
+        like realsense2_camera's ``/<camera>/depth/image_rect_raw`` (aligned to colour here)."""
+        import mujoco
+
+        u = self.env.unwrapped
+        out = {}
+        for name, (h, w) in self._depth.items():
+            r = self._depth_renderers.get(name)
+            if r is None:
+                u.model.vis.global_.offheight = max(u.model.vis.global_.offheight, h)
+                u.model.vis.global_.offwidth = max(u.model.vis.global_.offwidth, w)
+                r = mujoco.Renderer(u.model, h, w)
+                r.enable_depth_rendering()
+                self._depth_renderers[name] = r
+            r.update_scene(u.data, camera=name)
+            d = r.render()
+            out[name] = np.where(np.isfinite(d) & (d < 65.0), np.round(d * 1000.0), 0).astype(np.uint16)
+        return out
+
     def close(self) -> None:
+        for r in self._depth_renderers.values():
+            try:
+                r._gl_context.make_current()
+                r.close()
+            except Exception:  # noqa: BLE001 - GL teardown is best effort
+                pass
+        self._depth_renderers.clear()
         self.env.close()

@@ -60,13 +60,20 @@ class SimNode(Node):
         self.pub_cmd = self.create_publisher(JointState, "/joint_commands", SENSOR_QOS)
         self.pub_obs = self.create_publisher(JointState, "/sim/observation", SENSOR_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.pub_img, self.pub_info, self.cam_every = {}, {}, {}
+        self.pub_img, self.pub_info, self.cam_every, self.fovy = {}, {}, {}, {}
         for c in self.hw.cameras:
             self.pub_img[c.name] = self.create_publisher(Image, f"/{c.name}/color/image_raw", SENSOR_QOS)
             self.pub_info[c.name] = self.create_publisher(
                 CameraInfo, f"/{c.name}/color/camera_info", SENSOR_QOS
             )
             self.cam_every[c.name] = max(1, round(self.hw.control_hz / c.fps))
+            if c.depth:
+                self.pub_img[f"{c.name}/depth"] = self.create_publisher(
+                    Image, f"/{c.name}/depth/image_rect_raw", SENSOR_QOS
+                )
+                self.pub_info[f"{c.name}/depth"] = self.create_publisher(
+                    CameraInfo, f"/{c.name}/depth/camera_info", SENSOR_QOS
+                )
         self.create_subscription(
             JointTrajectory, "/joint_trajectory_controller/joint_trajectory", self._on_traj, COMMAND_QOS
         )
@@ -217,14 +224,22 @@ class SimNode(Node):
         self.pub_cmd.publish(cmd)
         extra = convert.obs_to_named_vector(obs, stamp, skip=_STATE_KEYS)
         self.pub_obs.publish(extra)
+        depth = self.robot.render_depth() if any(c.depth for c in self.hw.cameras) else {}
         for c in self.hw.cameras:
             if k % self.cam_every[c.name]:
                 continue
+            if c.name not in self.fovy:
+                self.fovy[c.name] = self.robot.camera_fovy(c.name)
+            fovy = self.fovy[c.name]
             img = convert.frame_to_image(Frame(obs[f"{c.name}_rgb"], stamp, c.name))
             self.pub_img[c.name].publish(img)
-            self.pub_info[c.name].publish(
-                convert.camera_info(c.width, c.height, stamp, frame_id=img.header.frame_id)
-            )
+            info = convert.camera_info(c.width, c.height, stamp, fovy, frame_id=img.header.frame_id)
+            self.pub_info[c.name].publish(info)
+            if c.name in depth:
+                # Rendered from the colour camera: already aligned, same intrinsics.
+                dimg = convert.frame_to_image(Frame(depth[c.name], stamp, c.name), img.header.frame_id)
+                self.pub_img[f"{c.name}/depth"].publish(dimg)
+                self.pub_info[f"{c.name}/depth"].publish(info)
 
     def _publish_diagnostics(self) -> None:
         with self.lock:
