@@ -84,3 +84,30 @@ def test_discard_writes_nothing_and_second_episode_appends(tmp_path):
     assert rec.stop()[0] == 1
     store = EpisodeStore.open(path)
     assert store.num_episodes == 2 and store.num_frames == 27
+
+
+def test_event_stream_fills_before_first_sample_and_never_counts_missing(tmp_path):
+    no = {"intervention": np.zeros(1, dtype=np.bool_)}
+    rec = EpisodeRecorder(
+        tmp_path / "d.zarr",
+        [
+            Stream("/joint_states", ["joint_pos"], rate=10.0),
+            Stream("/joint_commands", ["action"], rate=10.0, mode="next"),
+            Stream("/teleop/intervention", ["intervention"], rate=10.0, required=False, fill=no),
+        ],
+        master="/joint_states",
+        fps=10.0,
+        robot="test",
+        max_missing=0,
+    )
+    rec.start()
+    _feed_states = [(100.0 + 0.1 * k) for k in range(10)]
+    for k, t in enumerate(_feed_states):
+        rec.add("/joint_commands", t - 0.05, {"action": np.full(2, k, np.float32)})
+        rec.add("/joint_states", t, {"joint_pos": np.full(2, k, np.float32)})
+    rec.add("/joint_commands", 101.0 - 0.05, {"action": np.full(2, 10, np.float32)})
+    rec.add("/teleop/intervention", 100.45, {"intervention": np.ones(1, dtype=np.bool_)})
+    rec.add("/teleop/intervention", 100.75, {"intervention": np.zeros(1, dtype=np.bool_)})
+    rec.stop()
+    flag = EpisodeStore.open(tmp_path / "d.zarr").get_episode(0)["intervention"][:, 0]
+    np.testing.assert_array_equal(flag, [0, 0, 0, 0, 0, 1, 1, 1, 0, 0])

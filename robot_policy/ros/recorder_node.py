@@ -9,8 +9,10 @@ capture stamp and commit; refused, naming the stream, when one misses too many f
 
 from __future__ import annotations
 
+import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 
 from robot_policy.ros import convert
@@ -36,6 +38,9 @@ class RecorderNode(Node):
         record_state = declare(
             self, "record_sim_state", True, "also record /sim/observation keys when present"
         )
+        record_flag = declare(
+            self, "record_intervention", False, "record /teleop/intervention (Bool) as key 'intervention'"
+        )
         hz = self.hw.control_hz
         state_keys = ["joint_pos", "joint_vel"] + (["gripper"] if self.hw.gripper_joint else [])
         streams = [Stream("/joint_states", state_keys, rate=hz)]
@@ -46,6 +51,11 @@ class RecorderNode(Node):
         if record_state:
             streams.append(Stream("/sim/observation", [], rate=hz, required=False))
         streams.append(Stream("/joint_commands", ["action"], rate=hz, mode="next"))
+        if record_flag:
+            # An event stream: false until the teleop says otherwise (Bool has no header, so
+            # samples are stamped on arrival).
+            no = {"intervention": np.zeros(1, dtype=np.bool_)}
+            streams.append(Stream("/teleop/intervention", ["intervention"], rate=hz, required=False, fill=no))
         specs = {
             "joint_pos": {"names": list(self.hw.joint_names), "units": "rad"},
             "joint_vel": {"names": list(self.hw.joint_names), "units": "rad/s"},
@@ -58,6 +68,8 @@ class RecorderNode(Node):
         self.create_subscription(JointState, "/joint_commands", self._on_cmd, SENSOR_QOS)
         if record_state:
             self.create_subscription(JointState, "/sim/observation", self._on_state, SENSOR_QOS)
+        if record_flag:
+            self.create_subscription(Bool, "/teleop/intervention", self._on_flag, 10)
         for c in self.hw.cameras:
             topic = f"/{c.name}/color/image_raw"
             self.create_subscription(
@@ -80,8 +92,6 @@ class RecorderNode(Node):
         self.rec.add("/joint_states", convert.from_time(msg.header.stamp), vals)
 
     def _on_cmd(self, msg: JointState) -> None:
-        import numpy as np
-
         self.rec.add(
             "/joint_commands",
             convert.from_time(msg.header.stamp),
@@ -92,6 +102,10 @@ class RecorderNode(Node):
         self.rec.add(
             "/sim/observation", convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg)
         )
+
+    def _on_flag(self, msg: Bool) -> None:
+        stamp = self.get_clock().now().nanoseconds * 1e-9
+        self.rec.add("/teleop/intervention", stamp, {"intervention": np.array([msg.data], dtype=np.bool_)})
 
     def _on_img(self, msg: Image, topic: str, cam: str) -> None:
         if self.rec.recording:

@@ -36,6 +36,9 @@ class Stream:
     """``latest``: sample at or before the frame stamp; ``next``: first sample after it (actions)."""
     required: bool = True
     """A required stream with no samples refuses the commit; an optional one is left out."""
+    fill: dict[str, np.ndarray] | None = None
+    """Event streams (e.g. an intervention flag): value of frames before any sample; such a
+    stream is always recorded and never counts as missing frames."""
     stamps: list[float] = field(default_factory=list)
     values: list[dict[str, np.ndarray]] = field(default_factory=list)
 
@@ -122,7 +125,8 @@ class EpisodeRecorder:
         order = np.argsort(m.stamps)
         t = np.asarray(m.stamps)[order]
         report: dict = {"missing": {}, "frames": 0}
-        used = [s for s in self.streams.values() if s.stamps or s.required]
+        used = [s for s in self.streams.values() if (s.stamps or s.required) and s.fill is None]
+        events = [s for s in self.streams.values() if s.fill is not None]
         for s in used:
             if not s.stamps:
                 raise RecorderError(
@@ -156,6 +160,12 @@ class EpisodeRecorder:
             report["missing"][s.name] = missing
             for key in s.keys:
                 frames[key] = [s.values[i][key] for i in pick]
+        for s in events:
+            st = np.asarray(s.stamps)
+            so = np.argsort(st, kind="stable")
+            pos = np.searchsorted(st[so], t, side="right") - 1 if len(st) else np.full(len(t), -1)
+            for key in s.keys:
+                frames[key] = [s.values[so[i]][key] if i >= 0 else s.fill[key] for i in pos]
         bad = {n: k for n, k in report["missing"].items() if k > self.max_missing}
         if bad:
             name, k = max(bad.items(), key=lambda kv: kv[1])
