@@ -166,11 +166,13 @@ class PolicyRunner:
         self._result: tuple[ActionChunk, float, float, float] | None = None
         self._worker: threading.Thread | None = None
         self._epoch = 0  # bumped by reset(): results of older inferences are ignored
+        self._reset_at: float | None = None
 
     def reset(self) -> None:
         """New episode: forget observations, plans and any inference in flight."""
         with self._lock:
             self._epoch += 1
+            self._reset_at = self.clock()
             self.buffer.clear()
             self.sched.reset()
             self._result = None
@@ -222,8 +224,10 @@ class PolicyRunner:
             try:
                 obs, t_obs = self.buffer.history(self.n_obs, self.dt, now, self.max_obs_age)
             except StaleObservation as e:
-                self.stats.stale_skips += 1
-                self.stats.last_stale = str(e)
+                # Right after a reset the history is still filling: waiting, not stale.
+                if self._reset_at is None or now - self._reset_at > self.max_obs_age:
+                    self.stats.stale_skips += 1
+                    self.stats.last_stale = str(e)
                 return plan
             self.stats.obs_age_ms.append((now - t_obs) * 1e3)
             self.sched.begin_inference(now)
