@@ -208,3 +208,25 @@ def test_bad_checkpoints_are_rejected_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load(trunc)
     assert isinstance(load(Path(good)), POLICIES.get("flow"))
+
+
+@pytest.mark.parametrize("teacher_family", ["diffusion", "flow"])
+def test_teacher_predictions_are_consistent_in_flow_coordinates(teacher_family):
+    """x0/eps estimates of either teacher recombine to the input point: (1 - t) x0 + t eps = x."""
+    teacher = make_policy(teacher_family)
+    grid = teacher.ode_grid(10)
+    assert grid[0] == 0 and torch.all(grid[1:] > grid[:-1]) and grid[-1] <= 1
+    x, t = torch.randn(5, 8, A) * 0.5, grid[torch.tensor([1, 3, 5, 8, 10])]
+    cond = torch.randn(5, 32)
+    with torch.no_grad():
+        x0, eps = teacher.predict_x0_eps(x, t, cond)
+    assert torch.allclose((1 - t[:, None, None]) * x0 + t[:, None, None] * eps, x, atol=1e-4)
+    student = POLICIES.get("consistency")(tiny_config("consistency"), tiny_stats())
+    student.attach_teacher(teacher)
+    assert torch.equal(student.grid, teacher.ode_grid(20).float())
+    batch = {"obs": {"state": torch.rand(4, 2, D)}, "action": torch.rand(4, 8, A)}
+    loss = student.compute_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in teacher.parameters())
+    # the boundary condition f(x, 0) = x holds by construction
+    assert torch.equal(student.consistency_fn(x, torch.zeros(1), cond), x)

@@ -37,8 +37,17 @@ def _ddim(train_config):
 def _dpm(train_config):
     from diffusers import DPMSolverMultistepScheduler
 
+    # DPM-Solver has no clip_sample; with ε-prediction its x0 estimate at the first (almost pure
+    # noise) step is (x - s·ε)/a with a ≈ 0 and explodes. Thresholding at sample_max_value=1 clips
+    # x0 to [-1, 1] like DDPM/DDIM's clip_sample (measured on Lift, 2 steps: 4/50 -> see docs/results.md).
+    clip = bool(train_config.get("clip_sample", False))
     return DPMSolverMultistepScheduler.from_config(
-        train_config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
+        train_config,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",
+        thresholding=clip,
+        sample_max_value=float(train_config.get("clip_sample_range", 1.0)),
     )
 
 
