@@ -42,17 +42,22 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import torch
+
+    # Scoped, not torch.set_grad_enabled(False): the CLI also runs in-process (tests, demo),
+    # and a global switch would leave autograd off for whatever trains next.
+    with torch.no_grad():
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     import json
     from pathlib import Path
 
-    import torch
-
     from robot_policy.bench._common import print_table
     from robot_policy.evaluation.rollout import evaluate
-    from robot_policy.policies import load
-
-    torch.set_grad_enabled(False)
     from robot_policy.inference.rollout import engine_rollout
+    from robot_policy.policies import load
 
     policy = load(args.checkpoint, device=args.device)
     # [inference engine, issue 6] engine + ChunkScheduler unless --no-engine.
