@@ -205,3 +205,12 @@ def test_ddp_two_processes_gloo(store_path, tmp_path):
     assert meta["world_size"] == 2 and meta["step"] == 3
     assert len(read_log(out)) == 3  # only rank 0 writes
     assert load(out).config.family == "diffusion"
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_training_and_cpu_reload(store_path, tmp_path):
+    out = tmp_path / "gpu"
+    summary = train(run_config("flow", 10), store_path, out, device="cuda", progress=False)
+    assert np.isfinite(summary["final_loss"])
+    policy = load(out, device="cpu")  # a GPU-trained folder loads anywhere
+    assert np.isfinite(policy.predict({"state": np.zeros((2, 4), np.float32)}, num_steps=2).actions).all()
