@@ -8,6 +8,7 @@ stage is imported lazily and replaced by in-process evaluation when rclpy is mis
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -196,12 +197,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         info.update(stages)
 
     use_ros = cfg.use_ros
-    if use_ros:
-        try:
-            import rclpy  # noqa: F401
-        except ImportError:
-            print("  rclpy is not installed: evaluating in-process (pip install -e '.[ros]' for the graph)")
-            use_ros = False
+    # find_spec, not an import: the core never imports rclpy (only robot_policy/ros/ does).
+    if use_ros and importlib.util.find_spec("rclpy") is None:
+        print("  rclpy is not installed: evaluating in-process (pip install -e '.[ros]' for the graph)")
+        use_ros = False
     t = _stage(
         f"3/3 evaluating {cfg.episodes} episodes "
         + ("through the ROS 2 graph (launch/sim.launch.xml)" if use_ros else "in-process")
