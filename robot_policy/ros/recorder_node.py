@@ -2,9 +2,11 @@
 
 Subscribes to ``/joint_states`` (master clock), ``/<camera>/color/image_raw`` for every camera
 of the hardware config, ``/sim/observation`` (optional task state) and ``/joint_commands`` (the
-action actually executed). Services (std_srvs): ``/recorder/start``, ``/recorder/stop`` (align by
-capture stamp and commit; refused, naming the stream, when one misses too many frames),
-``/recorder/discard``, ``/recorder/mark_success`` (SetBool).
+action actually executed). Services (std_srvs): ``/recorder/start``, ``/recorder/stop`` (commit;
+refused, naming the stream, when one misses too many frames), ``/recorder/discard``,
+``/recorder/mark_success`` (SetBool). Frames are aligned by capture stamp and streamed to the
+store while recording (``lookahead_s`` of samples in memory), so a crash loses only the open
+episode.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class RecorderNode(Node):
         fps = declare(self, "fps", 0.0, "dataset fps (0: the control rate)") or self.hw.control_hz
         max_missing = declare(
             self, "max_missing_frames", 5, "refuse to commit when a stream misses more frames"
+        )
+        lookahead = declare(
+            self, "lookahead_s", 0.5, "how late (s) a sample may arrive behind the newest one; memory window"
         )
         self.task = declare(self, "task", self.hw.task, "task name stored with each episode")
         self.operator = declare(self, "operator", "", "operator name stored with each episode")
@@ -61,7 +66,17 @@ class RecorderNode(Node):
             "joint_vel": {"names": list(self.hw.joint_names), "units": "rad/s"},
             "action": {"names": self.hw.command_names},
         }
-        self.rec = EpisodeRecorder(dataset, streams, "/joint_states", fps, self.hw.name, max_missing, specs)
+        self.rec = EpisodeRecorder(
+            dataset,
+            streams,
+            "/joint_states",
+            fps,
+            self.hw.name,
+            max_missing,
+            specs,
+            lookahead,
+            on_problem=lambda msg: self.get_logger().error(msg),
+        )
         self.success: bool | None = None
 
         self.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)

@@ -1,63 +1,44 @@
 """Episode recording from timestamped streams (ROS-free; the recorder node feeds it messages).
 
 Streams arrive at their own rates and out of order with each other. Every sample carries its
-capture stamp; at ``stop()`` the episode is aligned on the master stream's stamps (joint states,
-the control rate): each other stream contributes its latest sample captured at or before that
-stamp, and the action is the first command issued *after* it (the command that answered that
-observation, as in scripted collection). Missing frames are counted per stream from gaps in its
-stamps; an episode where one stream misses more than ``max_missing`` frames is refused, naming
-the stream, so a dropped camera never silently duplicates frames into a dataset.
+capture stamp; frames are aligned on the master stream's stamps (joint states, the control
+rate): each other stream contributes its latest sample captured at or before that stamp, and
+the action is the first command issued *after* it (the command that answered that
+observation, as in scripted collection). See :mod:`robot_policy.runtime.align` for when a
+frame is final (a bounded look-ahead, ``lookahead_s``).
+
+Frames are streamed into the episode store as they become final (``store.begin_episode()``,
+whose background thread compresses and writes blocks), so memory holds only the look-ahead
+window, whatever the episode length; a crash loses only the episode being recorded, and the
+store stays valid. Missing frames are counted per stream from gaps in its stamps; an episode
+where one stream misses more than ``max_missing`` frames is refused, naming the stream, so a
+dropped camera never silently duplicates frames into a dataset. A refused or discarded episode
+is dropped atomically: it was never visible, and its frames are removed from disk.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from robot_policy.runtime.align import Stream, StreamAligner, count_missing
+
+__all__ = ["EpisodeRecorder", "RecorderError", "Stream", "count_missing"]
+
+log = logging.getLogger(__name__)
 
 
 class RecorderError(RuntimeError):
     """The episode cannot be committed (message names the stream and what went wrong)."""
 
 
-@dataclass
-class Stream:
-    """One input of the recorder."""
-
-    name: str
-    """Stream name used in messages (e.g. the topic)."""
-    keys: list[str]
-    """Dataset keys this stream provides (one sample may carry several, e.g. joint_pos + gripper)."""
-    rate: float
-    """Expected rate (Hz), for counting missing frames."""
-    mode: str = "latest"
-    """``latest``: sample at or before the frame stamp; ``next``: first sample after it (actions)."""
-    required: bool = True
-    """A required stream with no samples refuses the commit; an optional one is left out."""
-    fill: dict[str, np.ndarray] | None = None
-    """Event streams (e.g. an intervention flag): value of frames before any sample; such a
-    stream is always recorded and never counts as missing frames."""
-    stamps: list[float] = field(default_factory=list)
-    values: list[dict[str, np.ndarray]] = field(default_factory=list)
-
-
-def count_missing(stamps: np.ndarray, rate: float, t0: float, t1: float) -> int:
-    """Frames missing from a stream expected at ``rate`` between ``t0`` and ``t1``: the gaps
-    between consecutive stamps, plus the uncovered head and tail."""
-    if len(stamps) == 0:
-        return int(round((t1 - t0) * rate)) + 1
-    period = 1.0 / rate
-    s = np.sort(stamps)
-    # Samples within half a period of the window count for its edges (latest-before alignment).
-    inside = s[(s >= t0 - 0.5 * period) & (s <= t1 + 0.5 * period)]
-    gaps = np.diff(np.concatenate([[t0 - period], inside, [t1 + period]]))
-    return int(np.sum(np.maximum(np.round(gaps / period) - 1, 0)))
-
-
 class EpisodeRecorder:
-    """Buffers one episode of streams in memory; ``stop()`` aligns and writes it atomically."""
+    """Records one episode at a time, streaming aligned frames to ``path``; thread-safe."""
 
     def __init__(
         self,
@@ -68,11 +49,12 @@ class EpisodeRecorder:
         robot: str,
         max_missing: int = 5,
         key_specs: dict | None = None,
+        lookahead_s: float = 0.5,
+        on_problem: Callable[[str], None] | None = None,
     ):
         self.path = Path(path)
-        self.streams = {s.name: s for s in streams}
-        if master not in self.streams:
-            raise ValueError(f"master stream {master!r} is not one of {list(self.streams)}")
+        self.aligner = StreamAligner(streams, master, lookahead_s, max_missing)
+        self.streams = self.aligner.streams
         self.master = master
         self.fps = float(fps)
         self.robot = robot
@@ -81,127 +63,181 @@ class EpisodeRecorder:
         self.recording = False
         self.meta: dict = {}
         self._lock = threading.Lock()
+        self._store = None
+        self._writer = None
+        self._created = False  # the store was created by the current episode
+        self._error: RecorderError | None = None  # a write failure, reported by stop()
+        self.frames_written = 0
+        # Told once per episode, as soon as it can no longer be committed (the operator may
+        # discard and retry right away instead of finding out at stop).
+        self.on_problem = on_problem
+        self._told = False
 
     # -- input ---------------------------------------------------------------------------
     def start(self, meta: dict | None = None) -> None:
         with self._lock:
-            for s in self.streams.values():
-                s.stamps.clear()
-                s.values.clear()
+            self._abort()
             self.meta = dict(meta or {})
             self.recording = True
 
     def add(self, stream: str, stamp: float, values: dict[str, np.ndarray]) -> None:
-        """Record one sample (ignored while not recording)."""
+        """Record one sample (ignored while not recording). Never raises for a write failure:
+        it is kept and reported by ``stop()``, since this runs in a subscription callback."""
         if not self.recording:
             return
         with self._lock:
-            s = self.streams[stream]
-            if not s.keys:
-                s.keys = sorted(values)  # discovered from the first sample (e.g. /sim/observation)
-            s.stamps.append(float(stamp))
-            s.values.append(values)
+            if self.recording:
+                self._write(self.aligner.add(stream, stamp, values))
 
     def update_meta(self, meta: dict) -> None:
         self.meta.update(meta)
 
     def counts(self) -> dict[str, int]:
-        return {name: len(s.stamps) for name, s in self.streams.items()}
+        """Samples received per stream in this episode."""
+        return dict(self.aligner.received)
+
+    def buffered(self) -> dict[str, int]:
+        """Samples held in memory per stream: the look-ahead window, not the episode."""
+        with self._lock:
+            return self.aligner.buffered()
+
+    # -- writing -------------------------------------------------------------------------
+    def _doomed(self) -> bool:
+        if self._error is None and all(k <= self.max_missing for k in self.aligner.missing().values()):
+            return False
+        if not self._told and self.on_problem is not None:
+            self._told = True
+            why = str(self._error) if self._error is not None else self._missing_message()
+            self.on_problem(f"this episode will be refused: {why}")
+        return True
+
+    def _missing_message(self) -> str:
+        a = self.aligner
+        name, k = max(a.missing().items(), key=lambda kv: kv[1])
+        late = f" ({a.late[name]} samples arrived late)" if a.late[name] else ""
+        return (
+            f"stream '{name}' is missing {k} frames{late} (limit {self.max_missing}); episode not "
+            f"committed. Check that it publishes at {self.streams[name].rate:g} Hz, or raise "
+            "max_missing_frames (or lookahead_s if samples arrive late)."
+        )
+
+    def _write(self, frames: list[dict]) -> None:
+        if self._doomed():
+            # Refused whatever comes next (missing counts only grow): free the disk now.
+            self._drop_partial()
+            return
+        try:
+            for f in frames:
+                if self._writer is None:
+                    self._begin(f)
+                self._writer.append({k: f[k] for k in self._store.keys})
+                self.frames_written += 1
+        except RecorderError as e:
+            self._error = e
+        except Exception as e:  # disk full, a frame of the wrong shape...
+            self._error = RecorderError(f"writing the episode to {self.path} failed: {e}")
+        if self._doomed():
+            self._drop_partial()
+
+    def _begin(self, frame: dict[str, np.ndarray]) -> None:
+        from robot_policy.data import EpisodeStore, KeySpec
+
+        if self.path.exists():
+            store = EpisodeStore.open(self.path, mode="a")
+            missing = sorted(set(store.schema) - set(frame))
+            if missing:
+                store.close()
+                raise RecorderError(f"{self.path} expects keys {missing} that this recording lacks")
+        else:
+            schema = {}
+            for k, v in frame.items():
+                v = np.asarray(v)
+                schema[k] = KeySpec(dtype=v.dtype.name, shape=v.shape, **dict(self.key_specs.get(k, {})))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            store = EpisodeStore.create(self.path, schema, fps=self.fps, robot=self.robot)
+            self._created = True
+        self._store = store
+        self._writer = store.begin_episode(meta=self.meta)
+
+    def _drop_partial(self) -> None:
+        """Discard what this episode wrote (atomic) and release the store."""
+        try:
+            if self._writer is not None and not self._writer.closed:
+                self._writer.discard()
+            if self._store is not None:
+                empty = self._store.num_episodes == 0
+                self._store.close()
+                if self._created and empty:
+                    shutil.rmtree(self.path, ignore_errors=True)  # it holds only this episode
+        except Exception as e:  # never mask the error that made us drop it
+            log.warning("dropping the partial episode in %s failed: %s", self.path, e)
+        self._writer = None
+        self._store = None
+        self._created = False
+
+    def _abort(self) -> None:
+        self._drop_partial()
+        self.recording = False
+        self._error = None
+        self._told = False
+        self.frames_written = 0
+        self.aligner.reset()
 
     # -- output --------------------------------------------------------------------------
     def discard(self) -> None:
-        """Drop the episode in memory: nothing was written, nothing will be."""
+        """Drop the episode: it was never visible, and what was streamed is removed from disk."""
         with self._lock:
-            self.recording = False
-            for s in self.streams.values():
-                s.stamps.clear()
-                s.values.clear()
+            self._abort()
 
-    def align(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Align the buffered streams; returns ``(frames, report)`` or raises RecorderError."""
-        m = self.streams[self.master]
-        if len(m.stamps) < 2:
-            raise RecorderError(f"stream '{m.name}' has {len(m.stamps)} samples: nothing to commit")
-        order = np.argsort(m.stamps)
-        t = np.asarray(m.stamps)[order]
-        report: dict = {"missing": {}, "frames": 0}
-        used = [s for s in self.streams.values() if (s.stamps or s.required) and s.fill is None]
-        events = [s for s in self.streams.values() if s.fill is not None]
-        for s in used:
-            if not s.stamps:
+    def _check(self) -> dict:
+        a = self.aligner
+        n = a.received[self.master]
+        if n < 2:
+            raise RecorderError(f"stream '{self.master}' has {n} samples: nothing to commit")
+        for s in self.streams.values():
+            if s.required and s.fill is None and a.received[s.name] == 0:
                 raise RecorderError(
                     f"stream '{s.name}' received nothing during the episode; is it publishing?"
                 )
-        # Trim the head until every 'latest' stream has a sample, and the tail after the last
-        # command for 'next' streams: those frames have no complete data.
-        lo, hi = t[0], t[-1]
-        for s in used:
-            st = np.asarray(s.stamps)
-            if s.mode == "latest":
-                lo = max(lo, st.min())
-            else:
-                hi = min(hi, st.max() - 1e-9)
-        keep = (t >= lo) & (t <= hi)
-        t, idx_master = t[keep], order[keep]
-        if len(t) < 2:
+        if a.frames < 2:
             raise RecorderError("streams do not overlap in time: no frame has every input")
-        frames: dict[str, list] = {}
-        for s in used:
-            st = np.asarray(s.stamps)
-            so = np.argsort(st, kind="stable")
-            st_sorted = st[so]
-            if s.name == self.master:
-                pick = idx_master
-            elif s.mode == "latest":
-                pick = so[np.searchsorted(st_sorted, t, side="right") - 1]
-            else:
-                pick = so[np.searchsorted(st_sorted, t, side="right")]
-            missing = count_missing(st, s.rate, t[0], t[-1])
-            report["missing"][s.name] = missing
-            for key in s.keys:
-                frames[key] = [s.values[i][key] for i in pick]
-        for s in events:
-            st = np.asarray(s.stamps)
-            so = np.argsort(st, kind="stable")
-            pos = np.searchsorted(st[so], t, side="right") - 1 if len(st) else np.full(len(t), -1)
-            for key in s.keys:
-                frames[key] = [s.values[so[i]][key] if i >= 0 else s.fill[key] for i in pos]
-        bad = {n: k for n, k in report["missing"].items() if k > self.max_missing}
-        if bad:
-            name, k = max(bad.items(), key=lambda kv: kv[1])
-            raise RecorderError(
-                f"stream '{name}' is missing {k} frames (limit {self.max_missing}); episode not committed. "
-                f"Check that it publishes at {self.streams[name].rate:g} Hz, or raise max_missing_frames."
-            )
-        out = {k: np.stack(v) for k, v in frames.items()}
-        report["frames"] = len(t)
-        report["duration_s"] = float(t[-1] - t[0])
-        return out, report
+        missing = a.missing()
+        if any(v > self.max_missing for v in missing.values()):
+            raise RecorderError(self._missing_message())
+        if self._error is not None:
+            raise self._error
+        return {
+            "missing": missing,
+            "frames": a.frames,
+            "duration_s": float(a.t_last - a.t_first),
+            "late": {k: v for k, v in a.late.items() if v},
+            "dropped": a.dropped,
+        }
 
     def stop(self, meta: dict | None = None) -> tuple[int, dict]:
-        """Align and commit; returns ``(episode index, report)``. On error nothing is written and
-        the buffered episode is kept (call ``discard()`` or fix and ``stop()`` again)."""
-        from robot_policy.data import EpisodeStore, KeySpec
-
+        """Finish and commit; returns ``(episode index, report)``. A refused episode (raises
+        RecorderError) is discarded atomically: nothing of it stays in the store."""
         with self._lock:
             self.recording = False
-            frames, report = self.align()
-        if meta:
-            self.meta.update(meta)
-        if self.path.exists():
-            store = EpisodeStore.open(self.path, mode="a")
-            missing = sorted(set(store.schema) - set(frames))
-            if missing:
-                raise RecorderError(f"{self.path} expects keys {missing} that this recording lacks")
-            frames = {k: v for k, v in frames.items() if k in store.schema}
-        else:
-            schema = {}
-            for k, v in frames.items():
-                extra = dict(self.key_specs.get(k, {}))
-                schema[k] = KeySpec(dtype=v.dtype.name, shape=v.shape[1:], **extra)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            store = EpisodeStore.create(self.path, schema, fps=self.fps, robot=self.robot)
-        meta_out = {**self.meta, "frames_missing": report["missing"], "duration_s": report["duration_s"]}
-        idx = store.add_episode(frames, meta=meta_out)
-        self.discard()
-        return idx, report
+            self._write(self.aligner.finish())
+            try:
+                report = self._check()
+                if meta:
+                    self.meta.update(meta)
+                meta_out = {
+                    **self.meta,
+                    "frames_missing": report["missing"],
+                    "duration_s": report["duration_s"],
+                }
+                self._writer.update_meta(meta_out)
+                idx = self._writer.commit()
+            except RecorderError:
+                self._abort()
+                raise
+            except Exception as e:  # the disk, or metadata that is not JSON
+                self._abort()
+                raise RecorderError(f"committing the episode to {self.path} failed: {e}") from e
+            self._store.close()
+            self._store, self._writer, self._created = None, None, False
+            self._abort()
+            return idx, report
