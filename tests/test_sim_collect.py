@@ -157,3 +157,66 @@ def test_robosuite_lift_episode_replays_exactly(tmp_path):
     result = replay(out, 0, video=tmp_path / "lift.mp4")
     assert result.reproduced and result.max_joint_error < 1e-6
     assert (tmp_path / "lift.mp4").stat().st_size > 1000
+
+
+def _first_success_step(task, seed, actions):
+    """Replays ``actions`` in a fresh env: 1-based step at which success is first reported."""
+    env = make_env(task)
+    env.reset(seed=seed)
+    try:
+        for t, action in enumerate(actions, start=1):
+            if env.step(action)[4]["success"]:
+                return t
+        return None
+    finally:
+        env.close()
+
+
+def test_stop_after_success_cuts_k_steps_after_first_success(tmp_path, capsys):
+    def run(name, k, episodes=2):
+        return main(
+            ["sim", "collect", "--task", "tabletop", "--episodes", str(episodes), "--seed", "4",
+             "--randomization", "none", "--stop-after-success", k, "--out", str(tmp_path / name)]
+        )  # fmt: skip
+
+    out = tmp_path / "k3.zarr"
+    assert run("k3.zarr", "3") == 0
+    store = EpisodeStore.open(out, "r")
+    import zarr
+
+    sim_attrs = zarr.open_group(str(out), mode="r").attrs["robot_policy"]["attrs"]["sim"]
+    assert sim_attrs["stop_after_success"] == 3 and sim_attrs["randomization"] is None
+    k3 = []
+    for i, meta in enumerate(store.episodes_meta()):
+        ep = store.get_episode(i)
+        assert meta["stop_after_success"] == 3 and meta["randomization"] == {}
+        # The recorded success step is where the env really first reports success, checked by replay.
+        first = _first_success_step("tabletop", meta["seed"], ep["action"])
+        assert first is not None and meta["success_step"] == first
+        assert len(ep["action"]) == first + 3 and all(len(v) == first + 3 for v in ep.values())
+        k3.append(ep)
+
+    # K=0 ends on the success step itself; the frames are the same rollout, 3 steps shorter.
+    assert run("k0.zarr", "0") == 0
+    store0 = EpisodeStore.open(tmp_path / "k0.zarr", "r")
+    for i, meta in enumerate(store0.episodes_meta()):
+        ep = store0.get_episode(i)
+        assert meta["stop_after_success"] == 0 and len(ep["action"]) == meta["success_step"]
+        for key, value in ep.items():
+            np.testing.assert_array_equal(value, k3[i][key][: len(value)])
+
+    # 'never' keeps the whole episode up to the task's step limit.
+    assert run("never.zarr", "never", episodes=1) == 0
+    store_n = EpisodeStore.open(tmp_path / "never.zarr", "r")
+    meta = store_n.episode_meta(0)
+    assert (
+        meta["stop_after_success"] is None and meta["success_step"] == store0.episode_meta(0)["success_step"]
+    )
+    assert store_n.episode_lengths[0] == make_env("tabletop").unwrapped.max_episode_steps
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run("bad.zarr", "-1")
+    assert "integer >= 0 or 'never'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="stop-after-success"):
+        collect("tabletop", 1, tmp_path / "bad.zarr", stop_after_success=-2, progress=False)

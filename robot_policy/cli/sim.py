@@ -31,6 +31,23 @@ def _friendly(func):
     return run
 
 
+def _steps_or_never(text: str) -> int | None:
+    """argparse type of --stop-after-success: a step count >= 0, or 'never'."""
+    import argparse
+
+    if text.strip().lower() in ("never", "none"):
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a step count: give an integer >= 0 or 'never'"
+        ) from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"{k} steps: give an integer >= 0 or 'never'")
+    return k
+
+
 @_friendly
 def _tasks(args) -> int:
     from robot_policy.sim import list_tasks, make_env
@@ -67,6 +84,7 @@ def _collect(args) -> int:
         cameras=parse_cameras(args.cameras, task=args.task),
         keep_failures=args.keep_failures,
         overwrite=args.overwrite,
+        stop_after_success=args.stop_after_success,
     )
     for line in summary.lines():
         print(line)
@@ -154,10 +172,16 @@ def register(sub) -> None:
             "through the episode store as soon as it ends (an interrupted run keeps its finished episodes). "
             "Episode k uses seed S+k; metadata per episode: success, seed, task, randomization (the flat "
             "draw). By default only successful episodes are kept and the run tries new seeds until N are "
-            "stored. The summary gives the expert's success rate with a 95% Wilson interval."
+            "stored. Each episode ends K control steps after the step at which the task first reports "
+            "success (--stop-after-success K, default 10), so demonstrations end holding the goal; the "
+            "episode metadata records K and that step (success_step). The summary gives the expert's "
+            "success rate with a 95% Wilson interval."
         ),
         epilog="examples:\n"
         "  robot-policy sim collect --task lift --episodes 50 --out datasets/lift.zarr\n"
+        "  # the Lift training data of docs/results.md: no randomization, 9 steps kept after success\n"
+        "  robot-policy sim collect --task lift --episodes 200 --seed 0 --randomization none \\\n"
+        "      --stop-after-success 9 --out datasets/lift_state.zarr\n"
         "  robot-policy sim collect --task tabletop --episodes 20 --out datasets/tt.zarr \\\n"
         "      --cameras agentview:84x84,wrist:84x84 --randomization sim/randomization/wide.yaml",
     )
@@ -175,6 +199,14 @@ def register(sub) -> None:
         default=None,
         help="camera images to record, NAME:HxW,... e.g. agentview:84x84, or 'default' for the task's "
         "default cameras (84x84 each); none by default (state only)",
+    )
+    p.add_argument(
+        "--stop-after-success",
+        type=_steps_or_never,
+        default=10,
+        metavar="K",
+        help="end each episode K control steps after the step at which the task first reports success "
+        "(0: on that step); 'never' runs every episode to the task's step limit (default 10)",
     )
     p.add_argument("--keep-failures", action="store_true", help="also store failed episodes (success=false)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Steps recorded after success so policies also learn to hold the goal state.
+# Default of ``stop_after_success``: steps recorded after the first success so policies also
+# learn to hold the goal state instead of ending on the frame the task first counts as solved.
 SETTLE_STEPS = 10
 LOWDIM_UNITS = {"joint_pos": "rad", "joint_vel": "rad/s", "gripper": "m", "ee_pos": "m"}
 
@@ -70,25 +71,38 @@ def dataset_schema(env) -> dict:
     return schema
 
 
-def run_episode(env, expert, seed: int, settle_steps: int = SETTLE_STEPS):
-    """Roll the expert out from ``seed``. Returns (frames dict of stacked arrays, success, info)."""
+def run_episode(env, expert, seed: int, stop_after_success: int | None = SETTLE_STEPS):
+    """Roll the expert out from ``seed``. Returns (frames dict of stacked arrays, success, info).
+
+    The episode ends ``stop_after_success`` control steps after the step at which the task first
+    reports success (0: on that step), so a successful episode has ``info["success_step"] +
+    stop_after_success`` frames, ``success_step`` being the 1-based count of steps executed when
+    success was first reported. ``None`` runs every episode to the task's step limit. The step
+    limit always applies.
+    """
+    if stop_after_success is not None and stop_after_success < 0:
+        raise ValueError(
+            f"stop_after_success must be >= 0 (or None to run to the step limit), got {stop_after_success}"
+        )
     obs, info = env.reset(seed=seed)
     expert.reset(seed)
     u = env.unwrapped
     frames: dict[str, list] = {k: [] for k in obs}
     frames["action"] = []
-    success, after = False, 0
-    for _ in range(u.max_episode_steps):
+    success_step = None
+    for t in range(1, u.max_episode_steps + 1):
         action = expert.act(obs)
         for k, v in obs.items():
             frames[k].append(v)
         frames["action"].append(action)
         obs, _, terminated, truncated, step_info = env.step(action)
-        success = success or step_info["success"]
-        after += success
-        if after > settle_steps or terminated or truncated:
+        if success_step is None and step_info["success"]:
+            success_step = t
+        cut = success_step is not None and stop_after_success is not None
+        if (cut and t - success_step >= stop_after_success) or terminated or truncated:
             break
-    return {k: np.stack(v) for k, v in frames.items()}, success, info
+    info = dict(info, success_step=success_step)
+    return {k: np.stack(v) for k, v in frames.items()}, success_step is not None, info
 
 
 @dataclass
@@ -130,11 +144,13 @@ def collect(
     overwrite: bool = False,
     progress: bool = True,
     max_attempts: int | None = None,
+    stop_after_success: int | None = SETTLE_STEPS,
 ) -> CollectSummary:
     """Collect ``episodes`` expert episodes (successful ones only unless ``keep_failures``).
 
     Episode k of the run uses seed ``seed + k``. Without ``keep_failures`` the run keeps trying
     new seeds until ``episodes`` successes are stored or ``max_attempts`` (default 2N+10) is hit.
+    Each episode ends ``stop_after_success`` steps after its first success (see ``run_episode``).
     """
     from tqdm import tqdm
 
@@ -143,6 +159,10 @@ def collect(
 
     if episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {episodes}")
+    if stop_after_success is not None and stop_after_success < 0:
+        raise ValueError(
+            f"--stop-after-success must be >= 0 (or 'never' to run to the step limit), got {stop_after_success}"
+        )
     if randomization in ("none", "off"):
         randomization = None
     env = make_env(task, cameras=cameras, randomization=randomization)
@@ -160,6 +180,7 @@ def collect(
                 "cameras": {k: list(v) for k, v in (cameras or {}).items()},
                 "randomization": str(randomization) if randomization else None,
                 "expert": type(expert).__name__,
+                "stop_after_success": stop_after_success,
             }
         },
     )
@@ -170,7 +191,7 @@ def collect(
     try:
         while summary.kept < episodes and summary.attempts < max_attempts:
             ep_seed = seed + summary.attempts
-            frames, success, info = run_episode(env, expert, ep_seed)
+            frames, success, info = run_episode(env, expert, ep_seed, stop_after_success=stop_after_success)
             summary.attempts += 1
             summary.successes += success
             if not success:
@@ -183,6 +204,10 @@ def collect(
                     "randomization": info["randomization"],
                     "expert": type(expert).__name__,
                     "cameras": {k: list(v) for k, v in (cameras or {}).items()},
+                    # How the episode was cut: None = ran to the step limit; success_step is the
+                    # 1-based step at which success was first reported (None if never).
+                    "stop_after_success": stop_after_success,
+                    "success_step": info["success_step"],
                 }
                 store.add_episode(frames, meta=meta)  # committed now: survives a later crash
                 summary.kept += 1
