@@ -14,7 +14,11 @@ def machine_info() -> dict:
     """What the figures were measured on."""
     import os
 
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
