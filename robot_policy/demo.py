@@ -184,7 +184,7 @@ def _plot(result: dict, path: Path) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from robot_policy.sim.collect import wilson_interval
+    from robot_policy.evaluation.stats import wilson_interval
 
     t_all = time.perf_counter()
     out = Path(cfg.out)

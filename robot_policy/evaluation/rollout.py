@@ -7,7 +7,6 @@ One function runs one episode (``run_episode``); the policy is called through a 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -15,16 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """Wilson score interval for a binomial proportion (95% for z = 1.96)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+from robot_policy.evaluation.stats import wilson_interval
 
 
 def policy_cameras(policy) -> dict[str, tuple[int, int]]:
@@ -149,7 +139,7 @@ def evaluate(
         "episodes": len(results),
         "successes": int(k),
         "success_rate": k / max(1, len(results)),
-        "ci95": wilson_interval(k, len(results)),
+        "ci95": list(wilson_interval(k, len(results))),
         "latency_ms": {
             q: float(np.percentile(lat_arr, p)) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))
         },

@@ -7,28 +7,18 @@ from its recorded seed and randomization draw and checks that the outcome reprod
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from robot_policy.evaluation.stats import wilson_interval
+
 # Default of ``stop_after_success``: steps recorded after the first success so policies also
 # learn to hold the goal state instead of ending on the frame the task first counts as solved.
 SETTLE_STEPS = 10
 LOWDIM_UNITS = {"joint_pos": "rad", "joint_vel": "rad/s", "gripper": "m", "ee_pos": "m"}
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def parse_cameras(spec: str | None, task: str | None = None) -> dict[str, tuple[int, int]]:
