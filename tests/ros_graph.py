@@ -48,16 +48,10 @@ class Graph:
 
 def diagnostics(client, name: str, timeout: float = 10.0, since: float = 0.0) -> dict[str, str]:
     """Key/values of the newest /diagnostics status called ``name`` stamped after ``since``."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for msg in reversed(client.messages("/diagnostics")):
-            if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
-                continue
-            for st in msg.status:
-                if st.name == name:
-                    return {kv.key: kv.value for kv in st.values}
-        time.sleep(0.1)
-    raise TimeoutError(f"no /diagnostics status '{name}' within {timeout} s")
+    values = client.diagnostics(name, since=since, timeout=timeout)
+    if values is None:
+        raise TimeoutError(f"no /diagnostics status '{name}' within {timeout} s")
+    return values
 
 
 def wait_until(pred, timeout: float, what: str, poll: float = 0.05):

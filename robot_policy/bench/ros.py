@@ -72,16 +72,6 @@ def transport_run(profile: str | None, qos: str, frames: int, rate: float, domai
     return {"received": 0, "sent": frames}
 
 
-def _diag(client, name: str, since: float) -> dict:
-    for msg in reversed(client.messages("/diagnostics")):
-        if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
-            continue
-        for st in msg.status:
-            if st.name == name:
-                return {kv.key: kv.value for kv in st.values}
-    return {}
-
-
 def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) -> dict:
     """sim_node + (policy_node | echo node); returns sim's cmd-latency and policy diagnostics."""
     from robot_policy.ros.launch_file import NodeSpec, parse_launch_file
@@ -126,8 +116,8 @@ def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) ->
                 sim, pol = {}, {}
                 while time.time() < deadline and not (sim and (pol or not checkpoint)):
                     time.sleep(0.2)
-                    sim = _diag(c, "sim: safety", since)
-                    pol = _diag(c, "policy: inference", since) if checkpoint else {}
+                    sim = c.diagnostics("sim: safety", since=since) or {}
+                    pol = (c.diagnostics("policy: inference", since=since) or {}) if checkpoint else {}
         finally:
             launcher.shutdown()
     row = {

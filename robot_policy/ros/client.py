@@ -82,6 +82,24 @@ class GraphClient:
         with self._cond:
             return [m for _, m in self._msgs[topic]]
 
+    def diagnostics(self, name: str, since: float = 0.0, timeout: float = 0.0) -> dict[str, str] | None:
+        """Key/values of the newest ``/diagnostics`` status called ``name`` stamped at or after
+        ``since`` (graph clock, see :meth:`now`), polling up to ``timeout`` s; None if none came.
+
+        Reads what ``subscribe("/diagnostics", DiagnosticArray, sensor=False)`` keeps.
+        """
+        deadline = time.time() + timeout
+        while True:
+            for msg in reversed(self.messages("/diagnostics")):
+                if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
+                    continue
+                for st in msg.status:
+                    if st.name == name:
+                        return {kv.key: kv.value for kv in st.values}
+            if time.time() >= deadline:
+                return None
+            time.sleep(0.1)
+
     def count(self, topic: str) -> int:
         with self._cond:
             return self._counts[topic]

@@ -26,16 +26,7 @@ class EpisodeResult:
 
 
 def _policy_diag(client: GraphClient, since: float, timeout: float = 3.0) -> dict[str, str]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for msg in reversed(client.messages("/diagnostics")):
-            if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
-                continue
-            for st in msg.status:
-                if st.name == "policy: inference":
-                    return {kv.key: kv.value for kv in st.values}
-        time.sleep(0.1)
-    return {}
+    return client.diagnostics("policy: inference", since=since, timeout=timeout) or {}
 
 
 def wait_for_graph(
