@@ -59,6 +59,31 @@ def test_receding_horizon_executes_n_action_steps_and_stops_at_success():
 
 
 @pytest.mark.slow
+def test_eval_video_is_mp4_with_a_gif_fallback_at_the_policy_rate(tmp_path, monkeypatch):
+    import imageio.v3 as iio
+    from PIL import Image
+
+    from robot_policy.evaluation import rollout
+    from robot_policy.sim import collect
+
+    frames = [np.full((64, 64, 3), 20 * i, np.uint8) for i in range(6)]
+    mp4 = rollout._save_video(frames, tmp_path / "ep", fps=20.0)
+    assert mp4.suffix == ".mp4" and iio.imread(mp4).shape[0] == 6
+
+    real = collect.write_video
+
+    def no_ffmpeg(path, frames, fps):
+        if Path(path).suffix == ".mp4":
+            raise RuntimeError("no ffmpeg plugin")
+        real(path, frames, fps)
+
+    monkeypatch.setattr(collect, "write_video", no_ffmpeg)
+    gif = rollout._save_video(frames, tmp_path / "ep2", fps=20.0)
+    assert gif.suffix == ".gif"
+    with Image.open(gif) as im:
+        assert im.n_frames == 6 and im.info["duration"] == 50  # ms per frame at 20 Hz
+
+
 def test_eval_cli_smoke_on_lift(tmp_path):
     stats = {
         k: {"min": -np.ones(d), "max": np.ones(d), "mean": np.zeros(d), "std": np.ones(d)}

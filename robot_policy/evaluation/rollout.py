@@ -67,13 +67,13 @@ def run_episode(
 
 
 def _save_video(frames: list, path: Path, fps: float) -> Path:
-    import imageio.v2 as imageio
+    from robot_policy.sim.collect import write_video
 
     try:
-        imageio.mimsave(str(path.with_suffix(".mp4")), frames, fps=fps)
+        write_video(path.with_suffix(".mp4"), frames, fps)
         return path.with_suffix(".mp4")
     except Exception:  # noqa: BLE001 - no ffmpeg plugin here: GIF needs none
-        imageio.mimsave(str(path.with_suffix(".gif")), frames, duration=1.0 / fps)
+        write_video(path.with_suffix(".gif"), frames, fps)
         return path.with_suffix(".gif")
 
 
