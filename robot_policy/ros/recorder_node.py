@@ -36,7 +36,7 @@ class RecorderNode(Node):
             self, "max_missing_frames", 5, "refuse to commit when a stream misses more frames"
         )
         lookahead = declare(
-            self, "lookahead_s", 0.5, "how late (s) a sample may arrive behind the newest one; memory window"
+            self, "lookahead_s", 2.0, "how late (s) a sample may arrive behind the newest one; memory window"
         )
         self.task = declare(self, "task", self.hw.task, "task name stored with each episode")
         self.operator = declare(self, "operator", "", "operator name stored with each episode")

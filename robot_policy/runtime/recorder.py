@@ -49,7 +49,7 @@ class EpisodeRecorder:
         robot: str,
         max_missing: int = 5,
         key_specs: dict | None = None,
-        lookahead_s: float = 0.5,
+        lookahead_s: float = 2.0,
         on_problem: Callable[[str], None] | None = None,
     ):
         self.path = Path(path)
