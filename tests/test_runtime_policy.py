@@ -138,3 +138,118 @@ def test_image_conversion_uses_bytes_and_round_trips():
     big_msg = frame_to_image(Frame(big, 0.0))
     assert (big_msg.height, big_msg.width, big_msg.step) == (480, 640, 1920)
     np.testing.assert_array_equal(image_to_frame(big_msg).image, big)
+
+
+def _engine_runner(warm_k: int, rtc: bool = False, use_prior=None):
+    """A PolicyRunner over a real InferenceEngine wrapping a tiny flow policy (4 Euler steps)."""
+    import torch
+
+    from robot_policy.config import from_dict
+    from robot_policy.inference import SchedulerConfig
+    from robot_policy.inference.engine import EngineConfig, InferenceEngine
+    from robot_policy.inference.warmstart import WarmStartConfig
+    from robot_policy.policies import POLICIES, PolicyConfig
+
+    cfg = {
+        "family": "flow",
+        "obs_keys": ["joint_pos"],
+        "obs_shapes": {"joint_pos": [2]},
+        "action_dim": 2,
+        "horizon": 8,
+        "n_obs_steps": 2,
+        "n_action_steps": 4,
+        "fps": 10.0,
+        "down_dims": [16, 32],
+        "obs_mlp_dims": [32],
+        "step_embed_dim": 16,
+    }
+    stats = {
+        k: {"min": -np.ones(2), "max": np.ones(2), "mean": np.zeros(2), "std": np.ones(2)}
+        for k in ("joint_pos", "action")
+    }
+    torch.manual_seed(0)
+    policy = POLICIES.get("flow")(from_dict(PolicyConfig, cfg), stats)
+    warm = WarmStartConfig(enabled=warm_k > 0, schedule_steps=4, run_steps=max(1, warm_k))
+    eng = InferenceEngine(
+        policy, EngineConfig(device="cpu", precision="fp32", num_steps=4, warmup=1, seed=0, warm_start=warm)
+    )
+    calls = []  # one entry per predict: (prior, denoiser forwards, chunk)
+    forwards = []
+    policy.model.register_forward_hook(lambda *_: forwards.append(1))
+    predict = eng.predict
+
+    def spy(obs, prior=None, **kw):
+        n0 = len(forwards)
+        chunk = predict(obs, prior=prior, **kw)
+        calls.append((prior, len(forwards) - n0, chunk))
+        return chunk
+
+    eng.predict = spy
+    sched = SchedulerConfig(mode="async", n_action_steps=4, rtc=rtc)
+    runner = PolicyRunner(eng, sched_cfg=sched, clock=lambda: 0.0, use_prior=use_prior)
+    return runner, calls
+
+
+def _drive(runner, ticks: int = 12) -> list:
+    """Feed a joint state every tick (10 Hz) and tick; each inference finishes before the next tick."""
+    plans = []
+    for i in range(ticks):
+        t = round(0.1 * i, 6)
+        runner.buffer.add("joint_pos", t, np.array([np.sin(t), np.cos(t)], np.float32))
+        plan = runner.tick(t)
+        if plan is not None:
+            plans.append(plan)
+        if runner._worker is not None:
+            runner._worker.join(30)
+    assert runner.stats.errors == 0, runner.stats.last_error
+    return plans
+
+
+def test_runner_warm_start_passes_scheduled_plan_and_runs_last_k_steps():
+    runner, calls = _engine_runner(warm_k=1)
+    plans = _drive(runner)
+    assert len(calls) >= 3 and len(plans) >= 3
+    prior0, forwards0, chunk0 = calls[0]
+    assert prior0 is None and forwards0 == 4  # first call of an episode: full cold sample
+    for (_, _, prev), (prior, forwards, chunk) in zip(calls, calls[1:]):
+        assert forwards == 1  # warm: only the last 1 of 4 Euler steps
+        # The prior is the plan already scheduled, on the new chunk's grid (capture + one period).
+        assert prior.start_time == pytest.approx(chunk.start_time)
+        shift = int(round((chunk.start_time - prev.start_time) / runner.dt))
+        assert 0 < shift < len(prev)
+        np.testing.assert_allclose(prior.actions[: len(prev) - shift], prev.actions[shift:], atol=1e-6)
+        assert not np.any(prior.weights)  # RTC off: no pinned prefix
+    # A new episode starts cold again.
+    runner.reset()
+    n = len(calls)
+    _drive(runner, ticks=2)
+    assert calls[n][0] is None and calls[n][1] == 4
+
+
+def test_runner_without_warm_start_is_unchanged():
+    runner, calls = _engine_runner(warm_k=0)
+    plans = _drive(runner)
+    assert len(calls) >= 3 and all(f == 4 for _, f, _ in calls)  # every call: full schedule
+    # The prior is handed over but unused: same noise (seeded engine), same published plans as
+    # a runner that never passes one.
+    ref, ref_calls = _engine_runner(warm_k=0, use_prior=False)
+    ref_plans = _drive(ref)
+    assert all(p is None for p, _, _ in ref_calls) and any(p is not None for p, _, _ in calls)
+    assert len(plans) == len(ref_plans)
+    for (t, a, o), (rt, ra, ro) in zip(plans, ref_plans):
+        np.testing.assert_array_equal(t, rt)
+        np.testing.assert_array_equal(a, ra)
+        assert o == ro
+
+
+def test_runner_rtc_pins_the_prefix_that_runs_before_the_chunk_lands():
+    runner, calls = _engine_runner(warm_k=1, rtc=True)
+    _drive(runner)
+    assert len(calls) >= 3
+    for prior, forwards, chunk in calls[1:]:
+        d = prior.delay_steps
+        # Latency is one tick here: the chunk lands when its first action is due, which the
+        # tolerance counts as already executing from the old plan.
+        assert d >= 1 and np.all(prior.weights[:d] == 1.0) and prior.weights[d] < 1.0
+        np.testing.assert_allclose(chunk.actions[:d], prior.actions[:d], atol=1e-4)
+        assert forwards == 1

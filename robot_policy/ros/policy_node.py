@@ -45,6 +45,35 @@ class PolicyNode(Node):
         self.autostart = declare(
             self, "autostart", True, "publish from startup (false: wait for /policy/reset)"
         )
+        mode = declare(
+            self,
+            "scheduler_mode",
+            "async",
+            "chunk execution: async (infer while the arm executes) or sync (receding horizon, wait)",
+        )
+        warm_k = declare(
+            self,
+            "warm_start_steps",
+            0,
+            "RTI-DP warm start: start from the scheduled plan and run only the last K sampler steps (0: off)",
+        )
+        warm_n = declare(
+            self,
+            "warm_schedule_steps",
+            0,
+            "warm start: N-step schedule the last K steps are taken from (0: num_inference_steps)",
+        )
+        rtc = declare(
+            self, "rtc", False, "real-time chunking: pin each chunk's prefix to the plan still executing"
+        )
+        if mode not in ("sync", "async"):
+            # Ensemble mode averages per tick and has no plan to publish as a trajectory.
+            raise ValueError(f"policy_node: scheduler_mode must be 'async' or 'sync', got {mode!r}")
+        if warm_k < 0 or warm_n < 0:
+            raise ValueError(
+                f"policy_node: warm_start_steps ({warm_k}) and warm_schedule_steps ({warm_n}) must be "
+                ">= 0; e.g. -p warm_start_steps:=3 -p warm_schedule_steps:=10 runs the last 3 of 10 steps"
+            )
         import torch
 
         torch.set_num_threads(int(threads))
@@ -52,9 +81,21 @@ class PolicyNode(Node):
         # [inference engine, issue 6] Serve through the engine: a drop-in for the policy
         # (predict/reset/config) with CUDA graphs + validated bf16 on GPU, inference_mode on
         # CPU, and warm-up here so the first control decision is not slow.
+        from robot_policy.inference import SchedulerConfig
         from robot_policy.inference.engine import EngineConfig, InferenceEngine
+        from robot_policy.inference.warmstart import WarmStartConfig
 
-        policy = InferenceEngine(policy, EngineConfig(device=str(policy.device), num_steps=int(steps)))
+        n_sched = int(warm_n or steps or policy.default_steps())
+        if warm_k > n_sched:
+            raise ValueError(
+                f"policy_node: warm_start_steps={warm_k} exceeds the {n_sched}-step schedule "
+                "(warm_schedule_steps, else num_inference_steps, else the checkpoint's default); "
+                "e.g. -p warm_start_steps:=3 -p warm_schedule_steps:=10 runs the last 3 of 10 steps"
+            )
+        warm = WarmStartConfig(enabled=warm_k > 0, schedule_steps=int(warm_n), run_steps=max(1, int(warm_k)))
+        policy = InferenceEngine(
+            policy, EngineConfig(device=str(policy.device), num_steps=int(steps), warm_start=warm)
+        )
         if policy.config.action_dim != self.hw.command_dim:
             raise ValueError(
                 f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
@@ -65,6 +106,9 @@ class PolicyNode(Node):
             policy,
             num_steps=steps or None,
             max_obs_age=max_age,
+            sched_cfg=SchedulerConfig(
+                mode=mode, n_action_steps=int(policy.config.n_action_steps), rtc=bool(rtc)
+            ),
             clock=lambda: now_s(self),
             on_ready=self._wake.set,
         )
@@ -90,7 +134,13 @@ class PolicyNode(Node):
         self._thread.start()
         self.get_logger().info(
             f"policy {policy.config.family} from {ckpt}: inputs {keys}, {policy.config.fps:g} Hz, "
-            f"horizon {policy.config.horizon}, executes {policy.config.n_action_steps}"
+            f"horizon {policy.config.horizon}, executes {policy.config.n_action_steps}; {mode}, "
+            + (
+                f"warm start last {warm_k} of {warm.schedule_steps or policy.num_steps} steps"
+                if warm_k
+                else "cold start"
+            )
+            + (", RTC" if rtc else "")
         )
 
     def _on_js(self, msg):

@@ -8,15 +8,19 @@ Per control tick (``tick(now)``):
 2. the scheduler advances to ``now`` (mirrors what the robot executes);
 3. if the scheduler asks for a new chunk, the observation history is assembled from the latest
    samples *by capture stamp*; inputs older than ``max_obs_age`` are refused and reported, and
-   otherwise inference starts in a worker thread, so execution never waits on it.
+   otherwise inference starts in a worker thread, so execution never waits on it. The plan
+   already scheduled goes with it as the prior (``engine.predict(obs, prior=...)``), which the
+   engine uses for warm start (RTI-DP) and real-time chunking, as ``robot-policy eval`` does.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -144,6 +148,7 @@ class PolicyRunner:
         sched_cfg=None,
         clock=None,
         on_ready=None,
+        use_prior: bool | None = None,
     ):
         from robot_policy.inference import ChunkScheduler, SchedulerConfig
 
@@ -153,6 +158,14 @@ class PolicyRunner:
         self.n_obs = int(cfg.n_obs_steps)
         self.dt = 1.0 / float(cfg.fps)
         self.num_steps = num_steps or None
+        self.chunk_len = int(cfg.horizon) - self.n_obs + 1
+        """Actions per chunk (the policy's horizon from the current step on): the prior's length."""
+        if use_prior is None:
+            # The engine takes ``prior`` and ignores it unless warm start or RTC is on; a plain
+            # policy's predict has no such argument.
+            use_prior = "prior" in inspect.signature(policy.predict).parameters
+        self.use_prior = bool(use_prior)
+        """Hand the scheduled plan to ``predict(prior=...)`` (warm start, RTC)."""
         self.max_obs_age = float(max_obs_age)
         self.buffer = ObservationBuffer(self.keys)
         sched_cfg = sched_cfg or SchedulerConfig(mode="async", n_action_steps=int(cfg.n_action_steps))
@@ -178,12 +191,34 @@ class PolicyRunner:
             self._result = None
             self.policy.reset()
 
-    def _infer(self, obs: dict, t_obs: float, t_req: float, epoch: int) -> None:
+    def _prior(self, now: float, t_obs: float):
+        """The scheduled plan on the new chunk's grid (``None``: no plan yet, or priors unused).
+
+        Unlike eval, the chunk starts one period after the capture, not at ``now``, so the
+        scheduler's prior is taken at that start, and the RTC prefix counts the actions that
+        run before the chunk can land (``now`` + latency estimate) from that start on, with
+        the scheduler's tolerance: pinning one action too many keeps continuity, one too few
+        makes the arm jump.
+        """
+        if not self.use_prior:
+            return None
+        start = t_obs + self.dt
+        prior = self.sched.prior(start, self.chunk_len)
+        if prior is None or not self.sched.cfg.rtc:
+            return prior
+        from robot_policy.inference.scheduler import rtc_weights
+
+        lands = now + self.sched.latency.estimate()
+        d = max(0, math.ceil((lands - start) / self.dt + self.sched.cfg.tolerance - 1e-9))
+        return replace(prior, weights=rtc_weights(self.chunk_len, d, prior.n_known), delay_steps=d)
+
+    def _infer(self, obs: dict, t_obs: float, t_req: float, epoch: int, prior=None) -> None:
         try:
             t0 = time.perf_counter()
             # The first action answers the newest observation: it executes one control period
             # after its capture, as in the recorded demonstrations.
-            chunk = self.policy.predict(obs, num_steps=self.num_steps, start_time=t_obs + self.dt)
+            kw = {"prior": prior} if self.use_prior else {}
+            chunk = self.policy.predict(obs, num_steps=self.num_steps, start_time=t_obs + self.dt, **kw)
             elapsed = time.perf_counter() - t0
             with self._lock:
                 if epoch == self._epoch:
@@ -230,10 +265,11 @@ class PolicyRunner:
                     self.stats.last_stale = str(e)
                 return plan
             self.stats.obs_age_ms.append((now - t_obs) * 1e3)
-            self.sched.begin_inference(now)
+            self.sched.begin_inference(now, horizon=self.chunk_len)
+            prior = self._prior(now, t_obs)
             self.stats.inferences += 1
             self._worker = threading.Thread(
-                target=self._infer, args=(obs, t_obs, now, self._epoch), daemon=True
+                target=self._infer, args=(obs, t_obs, now, self._epoch, prior), daemon=True
             )
             self._worker.start()
         return plan
