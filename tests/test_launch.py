@@ -191,7 +191,11 @@ def test_record_launch_scripted_teleop_records_episodes_end_to_end(tmp_path):
     command interface); the teleop node ends the launch after its episodes."""
     from robot_policy.data import EpisodeStore
 
-    proc = _start([str(LAUNCH / "record.launch.xml"), "episodes:=1", "dataset:=teleop.zarr"], tmp_path)
+    # Tolerant refusal threshold: this tests the recording pipeline end to end; refusal itself is
+    # tested in test_runtime_recorder.py. On a saturated 2-core CI machine the recorder has seen
+    # 15-20 frame gaps in /joint_states (known issue, see docs/ros.md).
+    args = ["episodes:=1", "dataset:=teleop.zarr", "max_missing_frames:=40"]
+    proc = _start([str(LAUNCH / "record.launch.xml"), *args], tmp_path)
     try:
         out, _ = proc.communicate(timeout=180)
     finally:

@@ -15,6 +15,14 @@ from robot_policy.ros.transport import apply_profile
 
 SENSOR_QOS: QoSProfile = qos_profile_sensor_data
 """Best effort, keep last 5: camera and joint-state streams (a late frame is a useless frame)."""
+RECORD_QOS: QoSProfile = QoSProfile(
+    depth=100,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+    history=qos_profile_sensor_data.history,
+)
+"""Best effort (compatible with sensor publishers), keep last 100: a recorder must not lose a
+sample because its callbacks fell a few hundred ms behind on a busy machine; depth 5 did."""
 COMMAND_QOS = QoSProfile(depth=10)
 """Reliable, keep last 10: commands must not be lost silently."""
 

@@ -18,7 +18,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 
 from robot_policy.ros import convert
-from robot_policy.ros._node import SENSOR_QOS, declare, run_node
+from robot_policy.ros._node import RECORD_QOS, declare, run_node
 
 
 class RecorderNode(Node):
@@ -79,16 +79,16 @@ class RecorderNode(Node):
         )
         self.success: bool | None = None
 
-        self.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
-        self.create_subscription(JointState, "/joint_commands", self._on_cmd, SENSOR_QOS)
+        self.create_subscription(JointState, "/joint_states", self._on_js, RECORD_QOS)
+        self.create_subscription(JointState, "/joint_commands", self._on_cmd, RECORD_QOS)
         if record_state:
-            self.create_subscription(JointState, "/sim/observation", self._on_state, SENSOR_QOS)
+            self.create_subscription(JointState, "/sim/observation", self._on_state, RECORD_QOS)
         if record_flag:
             self.create_subscription(Bool, "/teleop/intervention", self._on_flag, 10)
         for c in self.hw.cameras:
             topic = f"/{c.name}/color/image_raw"
             self.create_subscription(
-                Image, topic, lambda m, t=topic, n=c.name: self._on_img(m, t, n), SENSOR_QOS
+                Image, topic, lambda m, t=topic, n=c.name: self._on_img(m, t, n), RECORD_QOS
             )
         self.create_service(Trigger, "/recorder/start", self._srv_start)
         self.create_service(Trigger, "/recorder/stop", self._srv_stop)
