@@ -217,7 +217,7 @@ def test_recorder_writes_valid_episode_and_discard_leaves_nothing(c, graph):
 
     assert c.call("/recorder/start").success
     assert not c.call("/recorder/start").success  # already recording
-    q0 = _q(c)
+    q0 = _q(c, after=c.count("/joint_states") + 2)  # a state from after the fixture's reset
     target = q0.copy()
     target[0] += 0.3
     n0 = c.count("/joint_states")

@@ -35,6 +35,17 @@ def _feed(rec, n=20, drop_cam=(), cam_delay=0.03):
     rec.add("/joint_commands", 100.0 + 0.1 * n - 0.05, {"action": np.full(2, n, np.float32)})
 
 
+def test_samples_captured_before_start_never_leak_into_the_episode(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr")
+    # Frames 0-4 were captured before the start request (still in flight, e.g. before a reset).
+    rec.start({}, t_start=100.0 + 0.1 * 5 - 0.06)
+    _feed(rec)
+    rec.stop({"success": True})
+    ep = EpisodeStore.open(tmp_path / "d.zarr").get_episode(0)
+    assert ep["joint_pos"][0, 0] == 5 and len(ep["joint_pos"]) == 15
+    np.testing.assert_array_equal(ep["cam_rgb"][:, 0, 0, 0], np.arange(5, 20))
+
+
 def test_count_missing():
     st = np.array([0.0, 0.1, 0.2, 0.5, 0.6])
     assert count_missing(st, 10.0, 0.0, 0.6) == 2

@@ -18,7 +18,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 
 from robot_policy.ros import convert
-from robot_policy.ros._node import RECORD_QOS, declare, run_node
+from robot_policy.ros._node import RECORD_QOS, declare, now_s, run_node
 
 
 class RecorderNode(Node):
@@ -135,7 +135,9 @@ class RecorderNode(Node):
             )
             return resp
         self.success = None
-        self.rec.start({"task": self.task, "operator": self.operator, "robot": self.hw.name})
+        self.rec.start(
+            {"task": self.task, "operator": self.operator, "robot": self.hw.name}, t_start=now_s(self)
+        )
         resp.success, resp.message = True, f"recording to {self.rec.path}"
         self.get_logger().info(resp.message)
         return resp

@@ -72,18 +72,22 @@ class EpisodeRecorder:
         # discard and retry right away instead of finding out at stop).
         self.on_problem = on_problem
         self._told = False
+        self.t_start: float | None = None
 
     # -- input ---------------------------------------------------------------------------
-    def start(self, meta: dict | None = None) -> None:
+    def start(self, meta: dict | None = None, t_start: float | None = None) -> None:
+        """Begin an episode. ``t_start``: samples captured before it are ignored, so frames
+        still in flight from before the start (e.g. before a scene reset) never leak in."""
         with self._lock:
             self._abort()
             self.meta = dict(meta or {})
+            self.t_start = t_start
             self.recording = True
 
     def add(self, stream: str, stamp: float, values: dict[str, np.ndarray]) -> None:
         """Record one sample (ignored while not recording). Never raises for a write failure:
         it is kept and reported by ``stop()``, since this runs in a subscription callback."""
-        if not self.recording:
+        if not self.recording or (self.t_start is not None and stamp < self.t_start):
             return
         with self._lock:
             if self.recording:
