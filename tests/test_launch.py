@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
@@ -87,6 +88,9 @@ def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
 
     private_domain()
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    # A fresh DDS domain per launch: nodes of an earlier test that are still shutting down
+    # must never publish into this test's graph.
+    env["ROS_DOMAIN_ID"] = str(random.randint(101, 200))
     return subprocess.Popen(
         [sys.executable, "-m", "robot_policy.cli.main", "launch", *args, "--grace", "3"],
         cwd=tmp_path,
@@ -203,6 +207,7 @@ def test_record_launch_scripted_teleop_records_episodes_end_to_end(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out
     assert "scripted teleop done: 1/1 successful" in out, out
+    assert (tmp_path / "teleop.zarr").exists(), out
     store = EpisodeStore.open(tmp_path / "teleop.zarr")
     assert store.num_episodes == 1 and store.episode_meta(0)["success"] is True
     ep = store.get_episode(0)
