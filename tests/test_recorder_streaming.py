@@ -183,3 +183,43 @@ def test_killed_recorder_leaves_committed_episodes_intact(tmp_path):
     store = EpisodeStore.open(path)
     assert store.num_frames == 130 and store.array("cam_rgb").shape[0] == 130
     np.testing.assert_array_equal(store.get_episode(1)["joint_pos"][:, 0], np.arange(40))
+
+
+def test_stop_waits_for_frames_in_flight_and_ends_at_the_request(tmp_path):
+    """The recorder runs behind the graph (a loaded machine): at the stop request, the last
+    second of samples has not arrived yet. stop(t_end=...) waits for them, and leaves out what
+    was captured after the request."""
+    import threading
+
+    rec = _recorder(tmp_path / "d.zarr")
+    rec.start()
+    samples = _samples(90)  # 3 s of samples, stamps 100.0 .. 103.0
+    t_end = 100.0 + 60.5 / RATE  # the stop request: between frames 60 and 61
+    for s in samples[:120]:  # about 40 frames received when stop is requested
+        rec.add(*s)
+
+    def late_delivery():
+        time.sleep(0.3)
+        for s in samples[120:]:
+            rec.add(*s)
+
+    feeder = threading.Thread(target=late_delivery)
+    feeder.start()
+    idx, report = rec.stop(t_end=t_end, wait_s=10.0)
+    feeder.join()
+    assert report["missing"]["/joint_states"] == 0
+    ep = EpisodeStore.open(tmp_path / "d.zarr").get_episode(0)
+    np.testing.assert_array_equal(ep["joint_pos"][:, 0], np.arange(61))  # frames 0..60, none after
+
+
+def test_stop_counts_master_frames_that_never_came_as_missing(tmp_path):
+    """The master stream stalls 20 frames before the stop request: stop waits ``wait_s``,
+    then those frames count as missing (and refuse the episode), instead of a silently
+    truncated episode."""
+    rec = _recorder(tmp_path / "d.zarr", max_missing=5)
+    rec.start()
+    for s in _samples(40):
+        rec.add(*s)
+    with pytest.raises(RecorderError, match="'/joint_states' is missing 19 frames"):
+        rec.stop(t_end=100.0 + 60 / RATE, wait_s=0.1)
+    assert not (tmp_path / "d.zarr").exists()

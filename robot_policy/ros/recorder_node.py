@@ -2,7 +2,8 @@
 
 Subscribes to ``/joint_states`` (master clock), ``/<camera>/color/image_raw`` for every camera
 of the hardware config, ``/sim/observation`` (optional task state) and ``/joint_commands`` (the
-action actually executed). Services (std_srvs): ``/recorder/start``, ``/recorder/stop`` (commit;
+action actually executed). Services (std_srvs): ``/recorder/start``, ``/recorder/stop`` (the
+episode ends at the request; waits up to ``stop_wait_s`` for frames still in flight, then commits;
 refused, naming the stream, when one misses too many frames), ``/recorder/discard``,
 ``/recorder/mark_success`` (SetBool). Frames are aligned by capture stamp and streamed to the
 store while recording (``lookahead_s`` of samples in memory), so a crash loses only the open
@@ -12,6 +13,7 @@ episode.
 from __future__ import annotations
 
 import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
@@ -37,6 +39,12 @@ class RecorderNode(Node):
         )
         lookahead = declare(
             self, "lookahead_s", 2.0, "how late (s) a sample may arrive behind the newest one; memory window"
+        )
+        self.stop_wait = declare(
+            self,
+            "stop_wait_s",
+            5.0,
+            "on /recorder/stop, how long (s) to wait for frames captured before the request that are still in flight",
         )
         self.task = declare(self, "task", self.hw.task, "task name stored with each episode")
         self.operator = declare(self, "operator", "", "operator name stored with each episode")
@@ -90,10 +98,13 @@ class RecorderNode(Node):
             self.create_subscription(
                 Image, topic, lambda m, t=topic, n=c.name: self._on_img(m, t, n), RECORD_QOS
             )
-        self.create_service(Trigger, "/recorder/start", self._srv_start)
-        self.create_service(Trigger, "/recorder/stop", self._srv_stop)
-        self.create_service(Trigger, "/recorder/discard", self._srv_discard)
-        self.create_service(SetBool, "/recorder/mark_success", self._srv_success)
+        # Services on their own thread: /recorder/stop waits for in-flight samples, which the
+        # subscriptions (default group, the executor's other thread) must keep delivering.
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "/recorder/start", self._srv_start, callback_group=services)
+        self.create_service(Trigger, "/recorder/stop", self._srv_stop, callback_group=services)
+        self.create_service(Trigger, "/recorder/discard", self._srv_discard, callback_group=services)
+        self.create_service(SetBool, "/recorder/mark_success", self._srv_success, callback_group=services)
         self.get_logger().info(
             f"recorder ready: {dataset} at {fps:g} fps, streams {[s.name for s in streams]}"
         )
@@ -145,17 +156,17 @@ class RecorderNode(Node):
     def _srv_stop(self, req, resp):
         from robot_policy.runtime.recorder import RecorderError
 
-        counts = self.rec.counts()
+        t_end = now_s(self)  # the episode ends now, whatever the recorder has received so far
         try:
             meta = {"success": self.success} if self.success is not None else {}
-            idx, report = self.rec.stop(meta)
+            idx, report = self.rec.stop(meta, t_end=t_end, wait_s=self.stop_wait)
         except (RecorderError, ValueError) as e:
             resp.success, resp.message = False, f"not committed: {e}"
             self.get_logger().error(resp.message)
             return resp
         resp.success = True
         resp.message = f"episode {idx} committed: {report['frames']} frames, missing {report['missing']}"
-        self.get_logger().info(f"{resp.message} (received {counts})")
+        self.get_logger().info(f"{resp.message} (received {report['received']})")
         return resp
 
     def _srv_discard(self, req, resp):

@@ -132,7 +132,7 @@ class TeleopNode(Node):
             self.pub_flag.publish(Bool(data=False))
             if self.record:
                 self._call("/recorder/mark_success", SetBool, data=bool(success))
-                r = self._call("/recorder/stop")
+                r = self._call("/recorder/stop", timeout=30.0)  # waits for in-flight frames
                 self.get_logger().info(f"episode {k} seed {seed}: success={success}; recorder: {r.message}")
             results.append(success)
             k += 1
@@ -189,7 +189,7 @@ class TeleopNode(Node):
     def _kb_commit(self) -> None:
         if self.record:
             self._call("/recorder/mark_success", SetBool, data=True)
-            print(self._call("/recorder/stop").message, flush=True)
+            print(self._call("/recorder/stop", timeout=30.0).message, flush=True)
 
     def close(self) -> None:
         self._stop.set()

@@ -19,6 +19,7 @@ is dropped atomically: it was never visible, and its frames are removed from dis
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 from collections.abc import Callable
@@ -73,6 +74,12 @@ class EpisodeRecorder:
         self.on_problem = on_problem
         self._told = False
         self.t_start: float | None = None
+        # End of the episode (the stop request's time): master samples captured after it are
+        # left out, and stop() waits until the master stream has reached it, so a recorder that
+        # runs behind the graph (a loaded machine) never cuts the episode's tail off.
+        self.t_end: float | None = None
+        self._last_master = -math.inf  # newest master stamp seen this episode, even if left out
+        self._reached_end = threading.Event()
 
     # -- input ---------------------------------------------------------------------------
     def start(self, meta: dict | None = None, t_start: float | None = None) -> None:
@@ -84,14 +91,29 @@ class EpisodeRecorder:
             self.t_start = t_start
             self.recording = True
 
+    def end_at(self, t_end: float) -> None:
+        """Mark the episode's end: master samples captured after ``t_end`` are left out, and
+        ``stop()`` waits for the samples captured up to it that are still in flight."""
+        with self._lock:
+            self.t_end = float(t_end)
+            if self._last_master >= self.t_end:
+                self._reached_end.set()
+
     def add(self, stream: str, stamp: float, values: dict[str, np.ndarray]) -> None:
         """Record one sample (ignored while not recording). Never raises for a write failure:
         it is kept and reported by ``stop()``, since this runs in a subscription callback."""
         if not self.recording or (self.t_start is not None and stamp < self.t_start):
             return
         with self._lock:
-            if self.recording:
-                self._write(self.aligner.add(stream, stamp, values))
+            if not self.recording:
+                return
+            if stream == self.master:
+                self._last_master = max(self._last_master, stamp)
+                if self.t_end is not None and stamp >= self.t_end:
+                    self._reached_end.set()
+                    if stamp > self.t_end:
+                        return  # after the stop request: not part of this episode
+            self._write(self.aligner.add(stream, stamp, values))
 
     def update_meta(self, meta: dict) -> None:
         self.meta.update(meta)
@@ -185,6 +207,9 @@ class EpisodeRecorder:
         self._error = None
         self._told = False
         self.frames_written = 0
+        self.t_end = None
+        self._last_master = -math.inf
+        self._reached_end.clear()
         self.aligner.reset()
 
     # -- output --------------------------------------------------------------------------
@@ -192,6 +217,14 @@ class EpisodeRecorder:
         """Drop the episode: it was never visible, and what was streamed is removed from disk."""
         with self._lock:
             self._abort()
+
+    def _tail_missing(self) -> int:
+        """Master frames that never came between the last one received and ``t_end`` (the
+        stream stalled, or the recorder could not catch up in time)."""
+        if self.t_end is None or self._last_master == -math.inf:
+            return 0
+        period = 1.0 / self.streams[self.master].rate
+        return max(int(round((self.t_end - self._last_master) / period)) - 1, 0)
 
     def _check(self) -> dict:
         a = self.aligner
@@ -206,6 +239,9 @@ class EpisodeRecorder:
         if a.frames < 2:
             raise RecorderError("streams do not overlap in time: no frame has every input")
         missing = a.missing()
+        if missing.get(self.master) is not None:
+            missing[self.master] += self._tail_missing()
+            a.counters[self.master].missing = missing[self.master]  # for the message
         if any(v > self.max_missing for v in missing.values()):
             raise RecorderError(self._missing_message())
         if self._error is not None:
@@ -216,11 +252,24 @@ class EpisodeRecorder:
             "duration_s": float(a.t_last - a.t_first),
             "late": {k: v for k, v in a.late.items() if v},
             "dropped": a.dropped,
+            "received": dict(a.received),
         }
 
-    def stop(self, meta: dict | None = None) -> tuple[int, dict]:
+    def stop(
+        self, meta: dict | None = None, t_end: float | None = None, wait_s: float = 5.0
+    ) -> tuple[int, dict]:
         """Finish and commit; returns ``(episode index, report)``. A refused episode (raises
-        RecorderError) is discarded atomically: nothing of it stays in the store."""
+        RecorderError) is discarded atomically: nothing of it stays in the store.
+
+        ``t_end`` (the stop request's capture-clock time): the episode ends there. Samples are
+        usually still in flight when stop is requested, so this first waits (up to ``wait_s``)
+        for the master stream to reach ``t_end``; master frames that have still not come by
+        then count as missing. The caller must keep feeding ``add()`` from another thread
+        meanwhile (the recorder node serves its services and subscriptions on separate threads).
+        """
+        if t_end is not None:
+            self.end_at(t_end)
+            self._reached_end.wait(wait_s)
         with self._lock:
             self.recording = False
             self._write(self.aligner.finish())
