@@ -166,6 +166,8 @@ class RecorderNode(Node):
             return resp
         resp.success = True
         resp.message = f"episode {idx} committed: {report['frames']} frames, missing {report['missing']}"
+        if report["late"]:
+            resp.message += f", late {report['late']}"
         self.get_logger().info(f"{resp.message} (received {report['received']})")
         return resp
 
