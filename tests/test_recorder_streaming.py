@@ -223,3 +223,12 @@ def test_stop_counts_master_frames_that_never_came_as_missing(tmp_path):
     with pytest.raises(RecorderError, match="'/joint_states' is missing 19 frames"):
         rec.stop(t_end=100.0 + 60 / RATE, wait_s=0.1)
     assert not (tmp_path / "d.zarr").exists()
+
+
+def test_stop_when_not_recording_refuses_without_waiting(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr")
+    waits = []
+    rec._reached_end.wait = lambda timeout=None: waits.append(timeout)
+    with pytest.raises(RecorderError, match="nothing to commit"):
+        rec.stop(t_end=1e9, wait_s=30.0)
+    assert waits == []  # no frames can come: it did not wait for them

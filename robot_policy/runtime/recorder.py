@@ -267,7 +267,7 @@ class EpisodeRecorder:
         then count as missing. The caller must keep feeding ``add()`` from another thread
         meanwhile (the recorder node serves its services and subscriptions on separate threads).
         """
-        if t_end is not None:
+        if t_end is not None and self.recording:  # (not recording: nothing to wait for)
             self.end_at(t_end)
             self._reached_end.wait(wait_s)
         with self._lock:
