@@ -1,6 +1,6 @@
 """The README's main job (``robot-policy demo``): collect -> train -> evaluate through ROS 2.
 
-Each stage uses the project's own pieces (``robot_policy.sim.collect``, ``robot_policy.train``,
+Each stage uses the project's own pieces (``robot_policy.pipelines.collect``, ``robot_policy.train``,
 ``launch/sim.launch.xml`` run by ``robot_policy.ros.launcher``, ``robot_policy.ros.evaluate``);
 this module only sequences them and writes the report. It never imports rclpy itself: the ROS
 stage is imported lazily and replaced by in-process evaluation when rclpy is missing.
@@ -59,8 +59,8 @@ def _stage(title: str) -> float:
 
 
 def collect_and_train(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
+    from robot_policy.pipelines.collect import collect
     from robot_policy.policies.config import PolicyConfig
-    from robot_policy.sim.collect import collect
     from robot_policy.train.config import RunConfig, TrainConfig
     from robot_policy.train.trainer import train
 

@@ -63,22 +63,21 @@ def test_eval_video_is_mp4_with_a_gif_fallback_at_the_policy_rate(tmp_path, monk
     import imageio.v3 as iio
     from PIL import Image
 
-    from robot_policy.evaluation import rollout
-    from robot_policy.sim import collect
+    from robot_policy import video
 
     frames = [np.full((64, 64, 3), 20 * i, np.uint8) for i in range(6)]
-    mp4 = rollout._save_video(frames, tmp_path / "ep", fps=20.0)
+    mp4 = video.write_video_or_gif(frames, tmp_path / "ep", fps=20.0)
     assert mp4.suffix == ".mp4" and iio.imread(mp4).shape[0] == 6
 
-    real = collect.write_video
+    real = video.write_video
 
     def no_ffmpeg(path, frames, fps):
         if Path(path).suffix == ".mp4":
             raise RuntimeError("no ffmpeg plugin")
         real(path, frames, fps)
 
-    monkeypatch.setattr(collect, "write_video", no_ffmpeg)
-    gif = rollout._save_video(frames, tmp_path / "ep2", fps=20.0)
+    monkeypatch.setattr(video, "write_video", no_ffmpeg)
+    gif = video.write_video_or_gif(frames, tmp_path / "ep2", fps=20.0)
     assert gif.suffix == ".gif"
     with Image.open(gif) as im:
         assert im.n_frames == 6 and im.info["duration"] == 50  # ms per frame at 20 Hz

@@ -14,9 +14,9 @@ import pytest
 
 from robot_policy.cli.main import main
 from robot_policy.data import EpisodeStore
-from robot_policy.sim import collect as collect_mod
+from robot_policy.pipelines import collect as collect_mod
+from robot_policy.pipelines.collect import collect, parse_cameras, replay
 from robot_policy.sim import make_env
-from robot_policy.sim.collect import collect, parse_cameras, replay
 
 
 def test_sim_tasks_json_lists_spaces(capsys):

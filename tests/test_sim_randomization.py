@@ -208,8 +208,8 @@ def test_policy_evaluator_shrinks_ranges_for_a_failing_policy(tmp_path):
     import torch
 
     from robot_policy.config import from_dict
+    from robot_policy.pipelines.curriculum import policy_evaluator, run_schedule
     from robot_policy.policies import POLICIES, PolicyConfig, save_policy
-    from robot_policy.sim.curriculum import policy_evaluator, run_schedule
 
     cfg = {
         "family": "flow",

@@ -1,4 +1,4 @@
-"""Shared helpers for benchmarks: saving results as JSON and printing tables."""
+"""Shared helpers for benchmarks: machine description and saving results as JSON (tables: ``robot_policy.console``)."""
 
 from __future__ import annotations
 
@@ -42,23 +42,3 @@ def save_results(name: str, results, out: str | Path | None = None) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2))
     return path
-
-
-def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
-    """Print a list of dicts as an aligned text table."""
-    if not rows:
-        print("(no rows)")
-        return
-    columns = columns or list(rows[0])
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-        return str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 LOWDIM = {"joint_pos": 7, "gripper": 1, "ee_pos": 3, "ee_quat": 4, "object": 7}
 
@@ -286,7 +286,8 @@ def histogram(rows: list[dict], path: Path, title: str) -> Path:
 def run(args) -> int:
     import torch
 
-    from robot_policy.bench._common import DEFAULT_DIR, machine_info, print_table, save_results
+    from robot_policy.bench._common import DEFAULT_DIR, machine_info, save_results
+    from robot_policy.console import print_table
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine; use --device cpu")

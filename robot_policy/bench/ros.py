@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 
 def register(sub) -> None:
@@ -147,7 +147,8 @@ def _ensure_checkpoint(path: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robot_policy.bench._common import print_table, save_results
+    from robot_policy.bench._common import save_results
+    from robot_policy.console import print_table
     from robot_policy.ros.transport import PROFILE_LOCALHOST
 
     results: dict = {"transport": [], "graph": []}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 
 def _measure(task: str, cameras: dict | None, steps: int, randomization) -> dict:
@@ -57,7 +57,8 @@ def _measure(task: str, cameras: dict | None, steps: int, randomization) -> dict
 
 
 def _run(args) -> int:
-    from robot_policy.bench._common import print_table, save_results
+    from robot_policy.bench._common import save_results
+    from robot_policy.console import print_table
     from robot_policy.sim import TASKS, list_tasks
 
     tasks = args.tasks.split(",") if args.tasks else list_tasks()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 CODECS = ("jpegxl", "blosc", "jpegxl-lossy", "jpeg2k")  # the default first: windows/s use it
 
@@ -223,8 +223,9 @@ def measure_windows(path: Path, n_windows: int, seed: int = 0) -> dict:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from robot_policy.bench._common import print_table, save_results
+    from robot_policy.bench._common import save_results
     from robot_policy.bench._scene import render_frames
+    from robot_policy.console import print_table
 
     fps = 30.0
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 import robot_policy.bench as bench_pkg
-from robot_policy.cli._util import add_group
+from robot_policy.console import add_group
 
 
 def register(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from robot_policy.cli._util import add_command, add_group
+from robot_policy.console import add_command, add_group
 
 
 def register(sub) -> None:
@@ -148,7 +148,7 @@ def _info(args) -> int:
         f"  robot: {info['robot'] or '-'}   fps: {info['fps'] or '-'}   episodes: {info['episodes']}   frames: {info['frames']}   duration: {dur}"
     )
     print()
-    from robot_policy.bench._common import print_table
+    from robot_policy.console import print_table
 
     rows = [
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 DESCRIPTION = """\
 The whole stack on the simulated robot, with small defaults that finish in about 10 minutes

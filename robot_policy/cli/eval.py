@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 DESCRIPTION = """\
 Roll a trained policy out in a simulated task with receding-horizon control (execute
@@ -54,7 +54,7 @@ def _evaluate(args) -> int:
     import json
     from pathlib import Path
 
-    from robot_policy.bench._common import print_table
+    from robot_policy.console import print_table
     from robot_policy.evaluation.rollout import evaluate
     from robot_policy.inference.rollout import engine_rollout
     from robot_policy.policies import load

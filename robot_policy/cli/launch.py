@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 EPILOG = """\
 examples:

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from functools import wraps
 
-from robot_policy.cli._util import add_command, add_group
+from robot_policy.console import add_command, add_group
 
 
 def _fill(text: str) -> str:
@@ -73,7 +73,7 @@ def _tasks(args) -> int:
 
 @_friendly
 def _collect(args) -> int:
-    from robot_policy.sim.collect import collect, parse_cameras
+    from robot_policy.pipelines.collect import collect, parse_cameras
 
     summary = collect(
         args.task,
@@ -100,7 +100,7 @@ def _collect(args) -> int:
 
 @_friendly
 def _replay(args) -> int:
-    from robot_policy.sim.collect import replay
+    from robot_policy.pipelines.collect import replay
 
     result = replay(args.path, args.episode, video=args.video)
     for line in result.lines():
@@ -110,7 +110,7 @@ def _replay(args) -> int:
 
 @_friendly
 def _adapt(args) -> int:
-    from robot_policy.sim import curriculum
+    from robot_policy.pipelines import curriculum
     from robot_policy.sim.randomization import AdaptiveSchedule, load_randomization
 
     if bool(args.checkpoint) == bool(args.expert):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from robot_policy.cli._util import add_command
+from robot_policy.console import add_command
 
 DESCRIPTION = """\
 Train a generative policy on an episode store (zarr) and write a self-describing checkpoint

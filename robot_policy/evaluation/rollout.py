@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.evaluation.stats import wilson_interval
+from robot_policy.video import write_video_or_gif
 
 
 def policy_cameras(policy) -> dict[str, tuple[int, int]]:
@@ -66,17 +67,6 @@ def run_episode(
     return {"seed": int(seed), "success": bool(success), "steps": steps, "latency_ms": latencies}
 
 
-def _save_video(frames: list, path: Path, fps: float) -> Path:
-    from robot_policy.sim.collect import write_video
-
-    try:
-        write_video(path.with_suffix(".mp4"), frames, fps)
-        return path.with_suffix(".mp4")
-    except Exception:  # noqa: BLE001 - no ffmpeg plugin here: GIF needs none
-        write_video(path.with_suffix(".gif"), frames, fps)
-        return path.with_suffix(".gif")
-
-
 def evaluate(
     policy,
     task: str,
@@ -120,7 +110,7 @@ def evaluate(
         )
         if frames:
             r["video"] = str(
-                _save_video(
+                write_video_or_gif(
                     frames, Path(video_dir) / f"episode_{i:03d}_{'ok' if r['success'] else 'fail'}", cfg.fps
                 )
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.evaluation.stats import wilson_interval
+from robot_policy.video import write_video
 
 # Default of ``stop_after_success``: steps recorded after the first success so policies also
 # learn to hold the goal state instead of ending on the frame the task first counts as solved.
@@ -211,19 +212,6 @@ def collect(
         summary.seconds = time.perf_counter() - t0
         env.close()
     return summary
-
-
-def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> None:
-    """mp4 (H.264 via imageio-ffmpeg) or gif, chosen by the file suffix."""
-    import imageio.v3 as iio
-
-    suffix = Path(path).suffix.lower()
-    if suffix == ".gif":
-        iio.imwrite(path, np.stack(frames), duration=1000.0 / fps, loop=0)
-    elif suffix in (".mp4", ".m4v", ".mov"):
-        iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264", macro_block_size=8, plugin="FFMPEG")
-    else:
-        raise ValueError(f"--video {path}: use a .mp4 or .gif file name")
 
 
 @dataclass
