@@ -127,8 +127,9 @@ def evaluate_ros(cfg: DemoConfig, ckpt: Path, out: Path) -> dict:
         # (cause not found yet), and refusing the whole episode for that would lose it.
         "max_missing_frames": "40",
     }
-    repo_launch = Path(__file__).resolve().parents[1] / "launch" / "sim.launch.xml"
-    desc = parse_launch_file(repo_launch, args)
+    from robot_policy import resources  # the checkout's launch/, else the installed copy
+
+    desc = parse_launch_file(resources.shipped_file("launch/sim.launch.xml"), args)
     log_path = out / "graph.log"
     print(f"  nodes: {', '.join(n.name for n in desc.nodes)} (logs: {log_path})")
     with open(log_path, "w") as log:

@@ -1,4 +1,9 @@
-"""One registry mechanism for every kind of backend (cameras, arms, tasks, policies, codecs...).
+"""One registry mechanism for every kind of pluggable backend.
+
+Registries today: ``POLICIES`` (policy families, ``policies/base.py``), ``SAMPLERS`` (diffusion
+samplers, ``policies/diffusion.py``), ``INTEGRATORS`` (flow integrators, ``policies/flow.py``),
+``TASKS`` and ``EXPERTS`` (sim tasks and their scripted experts, ``sim/__init__.py``). Hardware
+backends (arms, cameras, teleop devices) are meant to register the same way.
 
 Backends register with a decorator; lookups by an unknown name raise an error that lists
 the known names. No if/elif chains over backend names anywhere else.

@@ -6,7 +6,7 @@ simulated time in MuJoCo). "Time is data": a value without its capture time is n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,16 +38,6 @@ class JointState:
 
 
 @dataclass
-class Observation:
-    """What a policy sees: named arrays with the capture time of each."""
-
-    values: dict[str, np.ndarray]
-    """Key -> array. Low-dim keys are float32 (D,) ; image keys are uint8 (H,W,3)."""
-    stamps: dict[str, float] = field(default_factory=dict)
-    """Key -> capture time (seconds). Used to drop stale inputs."""
-
-
-@dataclass
 class ActionChunk:
     """A sequence of actions, each meant to execute at a given time."""
 
@@ -57,6 +47,9 @@ class ActionChunk:
     """Time (seconds, shared clock) at which ``actions[0]`` is meant to execute."""
     dt: float = 0.1
     """Seconds between consecutive actions (1 / control rate)."""
+    obs_stamp: float | None = None
+    """Capture time of the newest observation the chunk answers (None: not recorded); a
+    published trajectory carries it as its header stamp."""
 
     def times(self) -> np.ndarray:
         """Execution time of every action."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from robot_policy import conventions as conv
 from robot_policy.cli.main import build_parser, main
 from robot_policy.config import ConfigError, from_dict, to_dict
 from robot_policy.registry import Registry
@@ -67,6 +68,39 @@ def test_registry_register_get_and_unknown_lists_known():
         reg.get("uvc")
     with pytest.raises(ValueError, match="already registered"):
         reg.register("sim")(Sim)
+
+
+def test_conventions_image_keys_and_joint_state_keys():
+    assert conv.image_key("agentview") == "agentview_rgb"
+    assert conv.camera_of("robot0_eye_in_hand_rgb") == "robot0_eye_in_hand"
+    assert conv.is_image_key("wrist_rgb") and not conv.is_image_key("joint_pos")
+    assert not conv.is_image_key("_rgb")  # no camera name
+    with pytest.raises(ValueError, match="'object'.*<camera>_rgb"):
+        conv.camera_of("object")
+    assert conv.joint_state_keys(gripper=True) == ["joint_pos", "joint_vel", "gripper"]
+    assert conv.joint_state_keys(gripper=False) == ["joint_pos", "joint_vel"]
+    assert conv.color_topic("front") == "/front/color/image_raw"
+    assert conv.depth_info_topic("front") == "/front/depth/camera_info"
+
+
+def test_conventions_seed_reply_round_trips_and_names_a_bad_reply():
+    assert conv.format_seed(17) == "seed=17"
+    assert conv.parse_seed(conv.format_seed(17)) == 17
+    assert conv.parse_seed("seed=3 steps=40 success_now=True") == 3
+    assert conv.parse_seed("episode seed=-2") == -2
+    for bad in ("ok", "seed=", "seed=x", "myseed=4"):
+        with pytest.raises(ValueError, match="no 'seed=N'"):
+            conv.parse_seed(bad)
+
+
+def test_conventions_is_a_foundation_module():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(conv))
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.startswith("robot_policy")]
 
 
 def test_action_chunk_times():

@@ -32,6 +32,7 @@ class CountingEnv:
 
     class unwrapped:  # noqa: N801 - mirrors gym's attribute
         max_episode_steps = 40
+        control_hz = 10.0
 
     def reset(self, seed):
         self.total, self.t = 0.0, 0
@@ -47,15 +48,37 @@ class CountingEnv:
 def test_receding_horizon_executes_n_action_steps_and_stops_at_success():
     calls = []
 
-    def predict(hist):
+    def predict(hist, prior=None, start_time=0.0):
         calls.append(hist["x"].copy())
-        return ActionChunk(actions=np.ones((7, 1), np.float32))
+        return ActionChunk(actions=np.ones((7, 1), np.float32), start_time=start_time, dt=0.1)
 
     r = run_episode(predict, CountingEnv(), seed=0, obs_keys=["x"], n_obs_steps=2, n_action_steps=3)
     assert r["success"] and r["steps"] == 10
     assert len(calls) == 4 and len(r["latency_ms"]) == 4  # 3 + 3 + 3 + 1 steps
     assert np.array_equal(calls[0], [[0.0], [0.0]])  # history padded with the first observation
     assert np.array_equal(calls[1], [[2.0], [3.0]])
+
+
+def test_sync_mode_executes_the_first_n_action_steps_of_each_chunk_in_order():
+    """The scheduler-driven loop in sync mode is the classic receding-horizon loop, action for action."""
+    executed, n_calls = [], []
+
+    class RecordingEnv(CountingEnv):
+        def step(self, action):
+            executed.append(float(action[0]))
+            return super().step(np.zeros(1, np.float32))  # never succeeds: runs to max_episode_steps
+
+    def predict(hist, prior=None, start_time=0.0):
+        n_calls.append(1)
+        c = len(n_calls) - 1
+        return ActionChunk(
+            actions=(100.0 * c + np.arange(7, dtype=np.float32))[:, None], start_time=start_time
+        )
+
+    r = run_episode(predict, RecordingEnv(), seed=0, obs_keys=["x"], n_obs_steps=2, n_action_steps=3)
+    expected = [100.0 * (t // 3) + t % 3 for t in range(40)]  # chunk t//3, its action t%3
+    assert executed == expected and r["steps"] == 40 and r["inferences"] == 14
+    assert r["dropped_actions"] == 0 and r["held_ticks"] == 0
 
 
 @pytest.mark.slow

@@ -115,7 +115,7 @@ def test_warm_start_keeps_shape_continuity_and_runs_only_k_steps(family):
         num_steps=n_sched,
         sampler="ddim" if family == "diffusion" else "",
         seed=0,
-        warm_start=WarmStartConfig(enabled=True, schedule_steps=n_sched, run_steps=1),
+        warm_start=WarmStartConfig(schedule_steps=n_sched, run_steps=1),
     )
     obs = warm.dummy_obs(seed=2)
     prev = cold.predict(obs)
@@ -164,10 +164,10 @@ def test_bf16_is_validated_against_fp32_and_rejected_when_too_far():
 
 
 def test_warm_steps_validation_and_bad_config():
-    assert warm_steps(WarmStartConfig(True, 10, 3), 4) == (10, 7)
-    assert warm_steps(WarmStartConfig(True, 0, 1), 4) == (4, 3)
+    assert warm_steps(WarmStartConfig(run_steps=3, schedule_steps=10), 4) == (10, 7)
+    assert warm_steps(WarmStartConfig(run_steps=1, schedule_steps=0), 4) == (4, 3)
     with pytest.raises(ValueError, match="run_steps"):
-        warm_steps(WarmStartConfig(True, 4, 5), 4)
+        warm_steps(WarmStartConfig(run_steps=5, schedule_steps=4), 4)
     with pytest.raises(ValueError, match="precision"):
         InferenceEngine(tiny_policy("flow"), EngineConfig(precision="fp8"))
 
@@ -199,7 +199,7 @@ def test_cuda_graph_warm_start_and_batch_configurations():
         tiny_policy("flow"),
         device="cuda",
         num_steps=4,
-        warm_start=WarmStartConfig(enabled=True, schedule_steps=4, run_steps=1),
+        warm_start=WarmStartConfig(schedule_steps=4, run_steps=1),
     )
     obs = eng.dummy_obs()
     prev = eng.predict(obs)

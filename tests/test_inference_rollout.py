@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from robot_policy.config import from_dict
+from robot_policy.evaluation.rollout import run_episode
 from robot_policy.inference import SchedulerConfig
 from robot_policy.inference.engine import EngineConfig, InferenceEngine
-from robot_policy.inference.rollout import RolloutConfig, scheduled_episode_fn
+from robot_policy.inference.serving import ServingConfig
 from robot_policy.inference.warmstart import WarmStartConfig
 from robot_policy.policies import POLICIES, PolicyConfig
 
@@ -52,14 +53,13 @@ def make_engine(env, **kw) -> InferenceEngine:
     return InferenceEngine(policy, EngineConfig(device="cpu", precision="fp32", warmup=1, seed=0, **kw))
 
 
-def episode(env, eng, rollout: RolloutConfig, max_steps=40):
-    fn = scheduled_episode_fn(eng, rollout)
-    return fn(None, env, 0, KEYS, 2, 8, max_steps=max_steps)
+def episode(env, eng, serving: ServingConfig, max_steps=40):
+    return run_episode(eng.predict, env, 0, KEYS, 2, 8, serving, max_steps=max_steps)
 
 
 def test_sync_mode_is_receding_horizon(env):
     eng = make_engine(env, num_steps=1)
-    r = episode(env, eng, RolloutConfig(scheduler=SchedulerConfig(mode="sync")))
+    r = episode(env, eng, ServingConfig(scheduler=SchedulerConfig(mode="sync")))
     assert r["steps"] == 40 or r["success"]
     assert r["inferences"] == -(-r["steps"] // 8)  # one inference per 8 executed actions
     assert r["dropped_actions"] == 0 and r["held_ticks"] == 0
@@ -68,7 +68,9 @@ def test_sync_mode_is_receding_horizon(env):
 def test_async_mode_drops_actions_eaten_by_latency_and_never_waits(env):
     eng = make_engine(env, num_steps=1)
     dt = 1.0 / env.unwrapped.control_hz
-    r = episode(env, eng, RolloutConfig(scheduler=SchedulerConfig(mode="async"), latency=str(2.5 * dt)))
+    r = episode(
+        env, eng, ServingConfig(scheduler=SchedulerConfig(mode="async"), simulated_latency=str(2.5 * dt))
+    )
     # Every chunk after the first lands 3 ticks after its observation: its first 3 actions are
     # stale and dropped; the old chunk covers those ticks, so the robot never holds.
     assert r["chunks_applied"] >= 4
@@ -79,15 +81,13 @@ def test_async_mode_drops_actions_eaten_by_latency_and_never_waits(env):
 
 
 def test_async_warm_start_with_rtc_runs_and_stays_finite(env):
-    eng = make_engine(
-        env, num_steps=4, warm_start=WarmStartConfig(enabled=True, schedule_steps=4, run_steps=1)
-    )
-    rollout = RolloutConfig(scheduler=SchedulerConfig(mode="async", rtc=True), latency="0.1")
-    r = episode(env, eng, rollout, max_steps=30)
+    eng = make_engine(env, num_steps=4, warm_start=WarmStartConfig(schedule_steps=4, run_steps=1))
+    serving = ServingConfig(scheduler=SchedulerConfig(mode="async", rtc=True), simulated_latency="0.1")
+    r = episode(env, eng, serving, max_steps=30)
     assert r["steps"] == 30 or r["success"]
     assert r["held_ticks"] == 0
     with pytest.raises(ValueError, match="latency"):
-        scheduled_episode_fn(eng, RolloutConfig(latency="fast"))
+        ServingConfig(simulated_latency="fast")
 
 
 def test_eval_cli_runs_engine_and_scheduler(env, tmp_path):

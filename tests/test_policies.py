@@ -167,6 +167,31 @@ def test_checkpoint_round_trip_reproduces_actions(tmp_path, family):
     assert meta["step"] == 7 and "git_commit" in meta
 
 
+def test_git_commit_marks_uncommitted_changes_dirty(tmp_path):
+    import subprocess
+
+    from robot_policy.policies.checkpoint import git_commit
+
+    assert git_commit(tmp_path) == "unknown"  # not a git tree
+
+    def git(*args):
+        ident = ["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+        return subprocess.run(
+            ["git", *ident, *args], cwd=tmp_path, check=True, capture_output=True, text=True
+        )
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-q", "-m", "init")
+    sha = git("rev-parse", "HEAD").stdout.strip()
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "new.py").write_text("untracked\n")
+    assert git_commit(tmp_path) == sha  # untracked files do not make the tree dirty
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "+dirty"
+
+
 def test_bad_checkpoints_are_rejected_clearly(tmp_path):
     policy = make_policy("flow")
     good = save_policy(policy, tmp_path / "good")

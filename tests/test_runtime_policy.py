@@ -34,7 +34,7 @@ class FakePolicy:
     def reset(self):
         pass
 
-    def predict(self, obs, num_steps=None, start_time=0.0):
+    def predict(self, obs, prior=None, start_time=0.0, num_steps=None):
         self.release.wait(5)
         self.seen.append({k: v.copy() for k, v in obs.items()})
         base = obs["joint_pos"][-1, 0]
@@ -75,7 +75,8 @@ def test_runner_infers_async_and_drops_late_actions():
     assert r.tick(10.2) is None  # execution is never blocked by the running inference
     policy.release.set()
     r._worker.join(5)
-    times, actions, t_obs = r.tick(10.35)
+    plan = r.tick(10.35)
+    times, actions, t_obs = plan.times(), plan.actions, plan.obs_stamp
     assert t_obs == pytest.approx(10.1)
     # The chunk starts one period after the capture (10.2); at 10.35 the action for 10.2 is
     # late (tolerance: half a period) and dropped, the plan starts with the one for 10.3.
@@ -140,7 +141,7 @@ def test_image_conversion_uses_bytes_and_round_trips():
     np.testing.assert_array_equal(image_to_frame(big_msg).image, big)
 
 
-def _engine_runner(warm_k: int, rtc: bool = False, use_prior=None):
+def _engine_runner(warm_k: int, rtc: bool = False, use_prior: bool = True):
     """A PolicyRunner over a real InferenceEngine wrapping a tiny flow policy (4 Euler steps)."""
     import torch
 
@@ -169,7 +170,7 @@ def _engine_runner(warm_k: int, rtc: bool = False, use_prior=None):
     }
     torch.manual_seed(0)
     policy = POLICIES.get("flow")(from_dict(PolicyConfig, cfg), stats)
-    warm = WarmStartConfig(enabled=warm_k > 0, schedule_steps=4, run_steps=max(1, warm_k))
+    warm = WarmStartConfig(schedule_steps=4, run_steps=warm_k)
     eng = InferenceEngine(
         policy, EngineConfig(device="cpu", precision="fp32", num_steps=4, warmup=1, seed=0, warm_start=warm)
     )
@@ -236,10 +237,10 @@ def test_runner_without_warm_start_is_unchanged():
     ref_plans = _drive(ref)
     assert all(p is None for p, _, _ in ref_calls) and any(p is not None for p, _, _ in calls)
     assert len(plans) == len(ref_plans)
-    for (t, a, o), (rt, ra, ro) in zip(plans, ref_plans):
-        np.testing.assert_array_equal(t, rt)
-        np.testing.assert_array_equal(a, ra)
-        assert o == ro
+    for p, rp in zip(plans, ref_plans):
+        np.testing.assert_array_equal(p.times(), rp.times())
+        np.testing.assert_array_equal(p.actions, rp.actions)
+        assert p.obs_stamp == rp.obs_stamp
 
 
 def test_runner_rtc_pins_the_prefix_that_runs_before_the_chunk_lands():

@@ -36,6 +36,20 @@ def test_registry_lists_all_tasks():
         make_env("no_such_task")
 
 
+def test_tasks_experts_gymnasium_and_task_class_come_from_one_table():
+    import gymnasium as gym
+
+    from robot_policy.sim import EXPERTS, TASK_TABLE, TASKS, task_class
+
+    assert TASKS.names() == EXPERTS.names() == sorted(TASK_TABLE)
+    for name, entry in TASK_TABLE.items():
+        assert gym.spec(f"robot_policy/{name}-v0").entry_point == entry.env
+    cls = task_class("tabletop")
+    assert cls.__name__ == "TabletopEnv" and cls.default_cameras
+    with pytest.raises(KeyError, match="known: .*lift"):
+        task_class("no_such_task")
+
+
 def test_tabletop_reset_step_spaces_and_images(tabletop):
     env = tabletop
     u = env.unwrapped

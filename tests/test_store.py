@@ -412,3 +412,17 @@ def test_timestamp_stats_stay_exact(tmp_path):
     s.add_episode({"t": t})
     st = s.stats()["t"]
     assert abs(float(np.float64(st["std"])) - t.std()) / t.std() < 1e-3
+
+
+def test_codec_names_and_layout_import_without_zarr():
+    # The CLI lists codec names in --help; that must not cost a zarr (or torch) import.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from robot_policy.data.codecs import IMAGE_CODECS; "
+        "from robot_policy.data.layout import StoreError; "
+        "print(sorted(m for m in ('zarr', 'torch', 'imagecodecs') if m in sys.modules))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stderr

@@ -135,3 +135,56 @@ def test_dataset_pickles_for_spawned_workers(store):
     for i in (0, 7, len(ds) - 1):
         np.testing.assert_array_equal(copy[i]["obs"]["cam"], ds[i]["obs"]["cam"])
         np.testing.assert_array_equal(copy[i]["action"], ds[i]["action"])
+
+
+def test_batch_gathers_the_same_windows_and_short_episodes_can_be_kept(store):
+    ds = SequenceDataset(
+        store, ["state", "cam"], "action", n_obs_steps=2, horizon=6, pad_after=1, in_memory_keys=["state"]
+    )
+    b = ds.batch(np.arange(len(ds)))  # "cam" and "action" read from zarr, "state" from RAM
+    for i in range(len(ds)):
+        item = ds[i]
+        for k in ("state", "cam"):
+            np.testing.assert_array_equal(b["obs"][k][i], item["obs"][k])
+        np.testing.assert_array_equal(b["action"][i], item["action"])
+    assert b["action"].dtype == np.float32
+    # The 3-frame episode is too short for any window padding at most one frame past its end;
+    # keep_short gives it one, at its first frame.
+    kept = SequenceDataset(store, ["state"], "action", n_obs_steps=2, horizon=6, pad_after=1, keep_short=True)
+    assert len(kept) == len(ds) + 1 and kept.locate(len(kept) - 1) == (2, 0)
+    assert steps(kept[-1]["action"]) == [0, 0, 1, 2, 2, 2]
+
+
+def test_windows_across_a_recorded_gap_are_skipped(tmp_path):
+    from robot_policy.data import EpisodeStore, KeySpec, SequenceDataset
+    from robot_policy.data.sampler import WindowIndex
+
+    # Index rule alone: one 10-frame episode, frame 4 flagged; windows of 3 frames (To=1, H=3).
+    ok = np.ones(10, bool)
+    ok[4] = False
+    full = WindowIndex([10], n_obs_steps=1, horizon=3)
+    gapped = WindowIndex([10], n_obs_steps=1, horizon=3, frame_ok=ok)
+    spans = gapped.steps(np.arange(len(gapped)), 3)
+    assert not np.any(spans == 4)  # no kept window reads the flagged frame
+    assert gapped.skipped == 3 and len(gapped) == len(full) - 3  # windows at steps 2, 3, 4
+    with pytest.raises(ValueError, match="frame_ok has 9 flags for 10 frames"):
+        WindowIndex([10], 1, 3, frame_ok=ok[:9])
+
+    # Through a store with the recorder's ``valid`` key: the second episode's frame 2 is flagged.
+    schema = {
+        "x": KeySpec(dtype="float32", shape=(1,)),
+        "action": KeySpec(dtype="float32", shape=(1,)),
+        "valid": KeySpec(dtype="bool", shape=(2,), names=["/joint_states", "/cam"]),
+    }
+    store = EpisodeStore.create(tmp_path / "gaps.zarr", schema, fps=10)
+    for n, bad in ((6, None), (6, 2)):
+        v = np.ones((n, 2), bool)
+        if bad is not None:
+            v[bad, 1] = False
+        f = np.arange(n, dtype=np.float32)[:, None]
+        store.add_episode({"x": f, "action": f, "valid": v})
+    ds = SequenceDataset(store, ["x"], n_obs_steps=1, horizon=2)
+    every = SequenceDataset(store, ["x"], n_obs_steps=1, horizon=2, skip_gaps=False)
+    assert len(every) - len(ds) == 2  # windows at steps 1 and 2 of episode 1 read frame 2
+    kept = {ds.locate(i) for i in range(len(ds))}
+    assert (1, 1) not in kept and (1, 2) not in kept and (1, 3) in kept and (0, 1) in kept

@@ -22,7 +22,7 @@ from robot_policy.data import EpisodeStore, KeySpec
 from robot_policy.policies import POLICIES, load
 from robot_policy.policies.config import PolicyConfig
 from robot_policy.train.config import RunConfig, TrainConfig
-from robot_policy.train.data import WindowSampler
+from robot_policy.train.data import training_windows
 from robot_policy.train.trainer import train
 
 TINY_POLICY = dict(down_dims=[16, 32], step_embed_dim=16, obs_mlp_dims=[32], horizon=8, n_action_steps=4)
@@ -69,7 +69,7 @@ def flow_run(store_path, tmp_path_factory) -> Path:
 
 def test_window_sampler_matches_diffusion_policy_padding(store_path):
     store = EpisodeStore.open(str(store_path))
-    s = WindowSampler(store, ["state"], "action", n_obs_steps=2, horizon=8, n_action_steps=4)
+    s = training_windows(store, ["state"], "action", n_obs_steps=2, horizon=8, n_action_steps=4)
     # per episode: starts -1 .. 30 - 8 + 3 = 25 -> 27 windows
     assert len(s) == 6 * 27
     b = s.batch(np.array([0, 26]))
@@ -83,7 +83,7 @@ def fixed_batch_loss(policy, store_path: Path, seed: int = 123) -> float:
     """Loss on 512 fixed windows with fixed noise: far less noisy than the per-step training loss."""
     store = EpisodeStore.open(str(store_path))
     cfg = policy.config
-    sampler = WindowSampler(
+    sampler = training_windows(
         store, cfg.obs_keys, cfg.action_key, cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps
     )
     batch = sampler.batch(np.random.default_rng(seed).integers(0, len(sampler), 512))

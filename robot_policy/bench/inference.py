@@ -15,11 +15,13 @@ from __future__ import annotations
 import copy
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from robot_policy.console import add_command
+from robot_policy.inference.serving import EngineConfig, ServingConfig, add_serving_args, serving_from_args
 
 LOWDIM = {"joint_pos": 7, "gripper": 1, "ee_pos": 3, "ee_quat": 4, "object": 7}
 
@@ -38,6 +40,14 @@ PRESETS = {
     # A few-MB model for smoke tests of this command.
     "tiny": dict(obs_keys=list(LOWDIM), down_dims=[32, 64], obs_mlp_dims=[64], step_embed_dim=32),
 }
+
+ENGINE_FLAGS = ("--device", "--precision", "--threads", "--warm-start")
+"""The serving flags this benchmark takes (robot_policy.inference.serving)."""
+
+
+BENCH_SERVING = ServingConfig(engine=EngineConfig(device="cpu"))
+"""Defaults of those flags: the CPU, torch's threads, precision auto, no warm start."""
+
 
 # (family, sampler, steps): the issue's grid.
 CONFIGS = [
@@ -115,17 +125,20 @@ def _row(base: dict, mode: str, ms: list[float], extra: dict | None = None) -> d
     return row
 
 
-def bench_family(policy, family, configs, device, reps, budget_s, precision, forward_row, warm_k=0):
+def bench_family(policy, family, configs, engine_cfg, reps, budget_s, forward_row):
     """Interleaved eager/engine timings of ``configs`` (sampler, steps) for one policy.
 
-    ``warm_k`` > 0 adds ``engine-warm`` rows: RTI-DP warm start from the previous plan,
-    running the last ``warm_k`` steps of the same schedule (configs with more steps only).
+    ``engine_cfg`` (an ``EngineConfig`` with a resolved device) sets device, precision and
+    threads; its ``warm_start.run_steps`` = K > 0 adds ``engine-warm`` rows: RTI-DP warm start
+    from the previous plan, running the last K steps of the same schedule (configs with more
+    steps only).
     """
     import torch
 
-    from robot_policy.inference.engine import EngineConfig, InferenceEngine
+    from robot_policy.inference.engine import InferenceEngine
     from robot_policy.inference.warmstart import WarmStartConfig
 
+    device, warm_k = engine_cfg.device, engine_cfg.warm_start.run_steps
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     eager_policy = copy.deepcopy(policy).to(device).eval()
@@ -134,7 +147,7 @@ def bench_family(policy, family, configs, device, reps, budget_s, precision, for
     # Load-time warm-up and bf16 validation at the cheapest configuration benchmarked.
     first_steps = min(n for _, n in configs)
     eng = InferenceEngine(
-        policy, EngineConfig(device=device, precision=precision, warmup=1, num_steps=first_steps)
+        policy, replace(engine_cfg, warmup=1, num_steps=first_steps, warm_start=WarmStartConfig())
     )
     obs = eng.dummy_obs(seed=0)
     if forward_row:
@@ -155,7 +168,7 @@ def bench_family(policy, family, configs, device, reps, budget_s, precision, for
 
         timers = [("eager", run_eager), ("engine", run_engine)]
         if 0 < warm_k < steps:
-            eng.cfg.warm_start = WarmStartConfig(enabled=True, schedule_steps=steps, run_steps=warm_k)
+            eng.cfg = replace(eng.cfg, warm_start=WarmStartConfig(run_steps=warm_k, schedule_steps=steps))
             plan = eng.predict(obs, num_steps=steps).actions
 
             def run_warm(s=steps, plan=plan):
@@ -288,11 +301,17 @@ def run(args) -> int:
 
     from robot_policy.bench._common import DEFAULT_DIR, machine_info, save_results
     from robot_policy.console import print_table
+    from robot_policy.inference.engine import resolve_device
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available on this machine; use --device cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    engine_cfg = serving_from_args(args, BENCH_SERVING, ENGINE_FLAGS).engine
+    if engine_cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device {engine_cfg.device}: CUDA is not available on this machine; use --device cpu"
+        )
+    device = resolve_device(engine_cfg.device)
+    engine_cfg = replace(engine_cfg, device=device)
+    if engine_cfg.threads:
+        torch.set_num_threads(engine_cfg.threads)  # before the eager policy is built, not only in the engine
     families = args.families.split(",") if args.families else ["diffusion", "flow", "consistency"]
     label = args.preset or Path(args.checkpoint).name
     load0 = os.getloadavg()[0]
@@ -309,25 +328,15 @@ def run(args) -> int:
             print(f"(checkpoint family is not {family}: skipping {family} rows)")
             continue
         print(f"[{label}] {family}: {sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M parameters")
-        rows += bench_family(
-            policy,
-            family,
-            configs,
-            args.device,
-            args.reps,
-            args.budget,
-            args.precision,
-            not forward_done,
-            args.warm_start,
-        )
+        rows += bench_family(policy, family, configs, engine_cfg, args.reps, args.budget, not forward_done)
         forward_done = True
         del policy
     for r in rows:
         r["preset"] = label
     cols = ["family", "sampler", "steps", "mode", "device", "p50_ms", "p99_ms", "n", "speedup_vs_eager"]
-    if args.warm_start:
+    if engine_cfg.warm_start.enabled:
         cols.append("speedup_vs_cold_engine")
-    if args.device == "cuda":
+    if device.startswith("cuda"):
         cols += ["precision", "gpu_mem_allocated_mb"]
     print_table(rows, cols)
     for line in summarize(rows):
@@ -336,13 +345,13 @@ def run(args) -> int:
     print(
         f"machine: {info}; threads {torch.get_num_threads()}; 1-min load {load0:.2f} -> {os.getloadavg()[0]:.2f}"
     )
-    out = Path(args.json) if args.json else DEFAULT_DIR / f"inference_{label}_{args.device}.json"
+    out = Path(args.json) if args.json else DEFAULT_DIR / f"inference_{label}_{device}.json"
     path = save_results("inference", rows, out)
     png = histogram(
         rows,
         out.with_suffix(".png"),
         (
-            f"{label} on {info.get('gpu', info['cpu'])} ({args.device}, {torch.get_num_threads()} threads, "
+            f"{label} on {info.get('gpu', info['cpu'])} ({device}, {torch.get_num_threads()} threads, "
             f"1-min load {load0:.1f})"
         ),
     )
@@ -365,7 +374,6 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", choices=sorted(PRESETS), help="random-init model of a paper size")
     src.add_argument("--checkpoint", help="checkpoint folder (only its own family is timed)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default cpu)")
     p.add_argument("--json", help="output JSON (default outputs/bench/inference_<preset>_<device>.json)")
     p.add_argument("--reps", type=int, default=30, help="timed calls per configuration and mode (default 30)")
     p.add_argument(
@@ -376,18 +384,6 @@ def register(sub) -> None:
     )
     p.add_argument("--families", help="comma-separated subset of diffusion,flow,consistency")
     p.add_argument("--steps", type=int, nargs="*", help="only these step counts (e.g. 1 10)")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="engine precision (auto: bf16 on CUDA, and on native-bf16 CPUs if faster; always validated)",
-    )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument(
-        "--warm-start",
-        type=int,
-        default=0,
-        metavar="K",
-        help="also time RTI-DP warm start running the last K steps (configs with more than K steps)",
-    )
+    # --warm-start K > 0 adds engine-warm rows (the last K steps of each config's own schedule).
+    add_serving_args(p, BENCH_SERVING, ENGINE_FLAGS, title="engine")
     p.set_defaults(func=run)

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from robot_policy import conventions as conv
 from robot_policy.console import add_command
 
 
@@ -81,11 +82,12 @@ def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) ->
     from robot_policy.ros.transport import apply_profile
 
     apply_profile(override=True)
-    repo = Path(__file__).resolve().parents[2]
+    from robot_policy import resources  # the checkout's launch/, else the installed copy
+
     args = {"record": "false"}
     if checkpoint:
         args["checkpoint"] = checkpoint
-    desc = parse_launch_file(repo / "launch" / "sim.launch.xml", args)
+    desc = parse_launch_file(resources.shipped_file("launch/sim.launch.xml"), args)
     if not checkpoint:
         desc.nodes.append(
             NodeSpec(
@@ -105,11 +107,11 @@ def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) ->
         launcher.start()
         try:
             with GraphClient("bench_ros") as c:
-                c.subscribe("/joint_states", JointState, keep=2)
-                c.subscribe("/diagnostics", DiagnosticArray, keep=20, sensor=False)
-                c.latest("/joint_states", timeout=180)
+                c.subscribe(conv.JOINT_STATES, JointState, keep=2)
+                c.subscribe(conv.DIAGNOSTICS, DiagnosticArray, keep=20, sensor=False)
+                c.latest(conv.JOINT_STATES, timeout=180)
                 if checkpoint:
-                    c.call("/policy/reset", timeout=120)
+                    c.call(conv.POLICY_RESET, timeout=120)
                 time.sleep(seconds)
                 since = c.now() - 1.5
                 deadline = time.time() + 5

@@ -59,13 +59,13 @@ def _measure(task: str, cameras: dict | None, steps: int, randomization) -> dict
 def _run(args) -> int:
     from robot_policy.bench._common import save_results
     from robot_policy.console import print_table
-    from robot_policy.sim import TASKS, list_tasks
+    from robot_policy.sim import list_tasks, task_class
 
     tasks = args.tasks.split(",") if args.tasks else list_tasks()
     rows = []
     for task in tasks:
-        TASKS.get(task)  # unknown names fail here, listing the known ones
-        for cams in (None, _default_cameras(task)):
+        default_cameras = dict(task_class(task).default_cameras)  # unknown names fail here
+        for cams in (None, default_cameras):
             rows.append(_measure(task, cams, args.steps, args.randomization))
             print(
                 f"  {task:9s} cameras={rows[-1]['cameras']}: {rows[-1]['steps_per_s']:.1f} steps/s",
@@ -93,15 +93,6 @@ def _run(args) -> int:
     print(f"\nsaved {path}")
     print("wall-clock figures depend on other load; cpu_ms_per_step is this process's CPU time per step")
     return 0
-
-
-def _default_cameras(task: str) -> dict:
-    from robot_policy.sim import make_env
-
-    env = make_env(task)
-    cams = dict(env.unwrapped.default_cameras)
-    env.close()
-    return cams
 
 
 def register(sub) -> None:

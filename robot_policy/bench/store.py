@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.console import add_command
-
-CODECS = ("jpegxl", "blosc", "jpegxl-lossy", "jpeg2k")  # the default first: windows/s use it
+from robot_policy.data.codecs import IMAGE_CODECS as CODECS  # the default first: windows/s use it
 
 
 def register(sub) -> None:
@@ -158,7 +157,7 @@ def measure_read(path: Path, n_reads: int = 60, seed: int = 0) -> dict:
 
 def codec_table(images: dict, n: int = 12, noise_sigma: float = 2.0) -> list[dict]:
     """Pure codec figures (no zarr) on rendered frames, and on frames with sensor-like noise."""
-    from robot_policy.data._zarr_io import _numcodec, register_codecs
+    from robot_policy.data.codecs import numcodec, register_codecs
 
     register_codecs()
     frames = [images[c][i] for c in images for i in np.linspace(0, len(images[c]) - 1, n // 2).astype(int)]
@@ -171,7 +170,7 @@ def codec_table(images: dict, n: int = 12, noise_sigma: float = 2.0) -> list[dic
     ]
     rows = []
     for name in CODECS:
-        codec = _numcodec(name)
+        codec = numcodec(name)
         row = {"codec": name}
         for label, data in (("rendered", frames), ("noisy", noisy)):
             codec.encode(data[0][None])

@@ -64,23 +64,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from robot_policy.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(
-        out=args.out,
-        task=args.task,
-        hardware=args.hardware,
-        demos=args.demos,
-        train_steps=args.train_steps,
-        batch_size=args.batch_size,
-        policy=args.policy,
-        threads=args.threads,
-        episodes=args.episodes,
-        seed=args.seed,
-        episode_seconds=args.episode_seconds,
-        checkpoint=args.checkpoint,
-        use_ros=not args.no_ros,
-        progress=not args.no_progress,
-    )
+    # Flags carry the DemoConfig field names; only the two negated switches differ.
+    same = {f.name: getattr(args, f.name) for f in fields(DemoConfig) if hasattr(args, f.name)}
+    cfg = DemoConfig(**same, use_ros=not args.no_ros, progress=not args.no_progress)
     summary = run_demo(cfg)
     return 0 if summary.get("episodes", 0) > 0 else 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 from robot_policy.console import add_command
 
 DESCRIPTION = """\
-Roll a trained policy out in a simulated task with receding-horizon control (execute
-n_action_steps of every predicted chunk), over N seeded episodes. Prints a table and
+Roll a trained policy out in a simulated task over N seeded episodes, served by the inference
+engine and executed by the policy node's chunk scheduler on a simulated clock (default: sync,
+receding horizon: execute n_action_steps of every predicted chunk). Prints a table and
 optionally writes JSON with success_rate, ci95 (Wilson 95% interval [low, high]), episodes
 and latency_ms {p50, p95, p99} of the policy call.
 """
@@ -27,18 +28,26 @@ def register(sub) -> None:
     p.add_argument("--task", required=True, help="simulation task (e.g. lift, stack, tabletop)")
     p.add_argument("--episodes", type=int, default=50, help="number of episodes (default 50)")
     p.add_argument("--randomization", help="domain-randomization YAML (sim/randomization/*.yaml)")
-    p.add_argument(
-        "--steps", type=int, help="denoising / integration / consistency steps (default: the policy's)"
-    )
-    p.add_argument("--sampler", help="diffusion: ddpm|ddim|dpmsolver++; flow: euler|midpoint|heun")
     p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (then +1 each)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="inference device")
     p.add_argument("--json", help="write the results JSON here")
     p.add_argument("--video", help="save videos of the first episodes into this folder")
-    from robot_policy.inference.rollout import add_engine_args  # [inference engine, issue 6]
+    p.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="call policy.predict directly instead of the inference engine",
+    )
+    from robot_policy.inference.serving import add_serving_args
 
-    add_engine_args(p)
+    add_serving_args(p, _defaults())
     p.set_defaults(func=run)
+
+
+def _defaults():
+    """Eval's serving defaults: receding horizon (sync), on the CPU."""
+    from robot_policy.inference.scheduler import SchedulerConfig
+    from robot_policy.inference.serving import EngineConfig, ServingConfig
+
+    return ServingConfig(engine=EngineConfig(device="cpu"), scheduler=SchedulerConfig(mode="sync"))
 
 
 def run(args) -> int:
@@ -56,23 +65,37 @@ def _evaluate(args) -> int:
 
     from robot_policy.console import print_table
     from robot_policy.evaluation.rollout import evaluate
-    from robot_policy.inference.rollout import engine_rollout
+    from robot_policy.inference.engine import InferenceEngine, resolve_device
+    from robot_policy.inference.serving import serving_from_args
     from robot_policy.policies import load
 
-    policy = load(args.checkpoint, device=args.device)
-    # [inference engine, issue 6] engine + ChunkScheduler unless --no-engine.
-    predict, episode_fn, inference = engine_rollout(policy, args)
+    serving = serving_from_args(args, _defaults())
+    policy = load(args.checkpoint, device=resolve_device(serving.engine.device))
+    engine, inference = None, {"engine": False}
+    if not args.no_engine:
+        engine = InferenceEngine(policy, serving.engine)
+        ws = serving.engine.warm_start
+        inference = {
+            "engine": True,
+            "mode": serving.scheduler.mode,
+            "latency": serving.simulated_latency,
+            "warm_start": {"run_steps": ws.run_steps, "schedule_steps": ws.schedule_steps}
+            if ws.enabled
+            else None,
+            "rtc": serving.scheduler.rtc,
+            "engine_report": engine.report,
+        }
     res = evaluate(
         policy,
         args.task,
         args.episodes,
         args.randomization,
-        args.steps,
-        args.sampler,
+        serving.engine.num_steps,
+        serving.engine.sampler,
         args.seed,
         args.video,
-        predict=predict,
-        episode_fn=episode_fn,
+        predictor=engine,
+        serving=serving,
     )
     res["inference"] = inference
     res["checkpoint"] = str(Path(args.checkpoint).resolve())

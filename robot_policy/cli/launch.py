@@ -13,7 +13,7 @@ examples:
   robot-policy launch launch/record.launch.xml teleop:=scripted dataset:=datasets/teleop.zarr
   robot-policy launch launch/sim.launch.xml --show-args             # list the file's arguments
 
-A file name without a directory is looked up in launch/ (sim.launch.xml == launch/sim.launch.xml).
+A file name without a directory is a shipped launch file (sim, sim.launch.xml == launch/sim.launch.xml).
 On a ROS 2 workstation the same files run with: ros2 launch robot_policy sim.launch.xml
 Ctrl-C stops every node (SIGINT, then SIGTERM/SIGKILL after --grace seconds); the launch also
 stops when a node marked on_exit="shutdown" exits. Exit code 1 when any node failed.
@@ -40,17 +40,15 @@ def register(sub) -> None:
 
 
 def _resolve_file(name: str):
-    from pathlib import Path
+    """A path as given wins; a bare name is a shipped launch file (the checkout's launch/, else the
+    installed package's copy: robot_policy.resources)."""
+    from robot_policy import resources
+    from robot_policy.ros.launch_file import LaunchError
 
-    from robot_policy.ros.launch_file import find_package_share
-
-    p = Path(name)
-    if p.exists() or p.parent != Path("."):
-        return p
-    for cand in (Path("launch") / name, find_package_share("robot_policy") / "launch" / name):
-        if cand.exists():
-            return cand
-    return p
+    try:
+        return resources.find_file(name, "launch", (".launch.xml", ".xml"), what="launch file")
+    except resources.ResourceNotFoundError as e:
+        raise LaunchError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:

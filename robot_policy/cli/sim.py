@@ -50,12 +50,11 @@ def _steps_or_never(text: str) -> int | None:
 
 @_friendly
 def _tasks(args) -> int:
-    from robot_policy.sim import list_tasks, make_env
+    from robot_policy.sim import list_tasks, make_env, task_class
 
     rows = []
     for name in list_tasks():
-        env = make_env(name, cameras=None)
-        env = make_env(name, cameras=env.unwrapped.default_cameras) if args.cameras else env
+        env = make_env(name, cameras=dict(task_class(name).default_cameras) if args.cameras else None)
         rows.append(env.unwrapped.describe())
         env.close()
     if args.json:

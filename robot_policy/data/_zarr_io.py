@@ -1,103 +1,24 @@
-"""zarr plumbing for the episode store: codecs, array creation, the ordered commit write.
+"""zarr plumbing for the episode store: array creation, the ordered commit write, writer locks.
 
 Kept apart from ``store.py`` because it touches zarr-python 3 internals that may move between
-releases (``AsyncArray`` construction for the commit write, the numcodecs wrapper base class).
+releases (``AsyncArray`` construction for the commit write). Codecs live in ``codecs.py``.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
-import numcodecs
 import numpy as np
 import zarr
 
-# Codecs an image key may use. Default "jpegxl" (lossless): the cheapest to encode and the
-# smallest lossless option on rendered and noisy 640x480 frames; "blosc" decodes ~10x faster.
-# docs/store.md has the measured table this choice comes from.
-IMAGE_CODECS = ("jpegxl", "blosc", "jpegxl-lossy", "jpeg2k")
-DEFAULT_IMAGE_CODEC = "jpegxl"
-LOWDIM_CODEC = "blosc"
+from robot_policy.data.codecs import BLOSC_IMAGE, BLOSC_LOWDIM, is_image_spec, numcodec, register_codecs
+from robot_policy.data.layout import DATA_GROUP, EPISODE_ENDS, StoreError
 
 # Low-dim keys: chunks along time only, about this many bytes per chunk (Diffusion Policy uses
 # ~2 MB); capped in frames so the read-modify-write of the last chunk on append stays cheap.
 LOWDIM_CHUNK_BYTES = 1 << 20
 LOWDIM_CHUNK_MAX_FRAMES = 4096
-
-_registered = False
-
-
-# Blosc settings: (cname, clevel, shuffle). Images: zstd level 1 writes ~2x faster than level
-# 3 for 3.4x vs 4.4x size ratio (docs/store.md). Low-dim chunks are small: compress harder.
-BLOSC_IMAGE = ("zstd", 1, "noshuffle")
-BLOSC_LOWDIM = ("zstd", 5, "shuffle")
-_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-
-
-def _numcodec(name: str, image: bool = True) -> numcodecs.abc.Codec:
-    """The numcodecs (zarr-2-compatible) codec object for a codec name."""
-    import imagecodecs.numcodecs as inc
-
-    if name == "blosc":
-        cname, clevel, shuffle = BLOSC_IMAGE if image else BLOSC_LOWDIM
-        return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=_SHUFFLE[shuffle])
-    if name == "jpegxl":
-        # imagecodecs' JPEG-XL is lossless only when asked; say it explicitly.
-        return inc.Jpegxl(lossless=True, effort=1)
-    if name == "jpegxl-lossy":
-        return inc.Jpegxl(lossless=False, level=95, effort=1)
-    if name == "jpeg2k":
-        # Diffusion Policy's real-robot datasets use JPEG2000 at level 50 (lossy).
-        return inc.Jpeg2k(level=50)
-    raise ValueError(f"unknown codec {name!r}; choose one of {IMAGE_CODECS}")
-
-
-_IMAGE_CODEC_CLASSES: dict[str, type] = {}
-
-
-def __getattr__(name: str):
-    # Unpickling looks the codec classes up here, possibly before anything registered them.
-    register_codecs()
-    if name in _IMAGE_CODEC_CLASSES:
-        return _IMAGE_CODEC_CLASSES[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _quiet_init(self, **codec_config) -> None:
-    # zarr warns on every construction (each open of an image array) that numcodecs codecs are
-    # outside the v3 spec; that is known and documented in docs/store.md.
-    from zarr.codecs.numcodecs._codecs import _NumcodecsArrayBytesCodec
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _NumcodecsArrayBytesCodec.__init__(self, **codec_config)
-
-
-def register_codecs() -> None:
-    """Make imagecodecs' codecs readable from zarr format 2 and 3 stores (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    import imagecodecs.numcodecs as inc
-    from zarr.codecs.numcodecs._codecs import _NumcodecsArrayBytesCodec
-    from zarr.registry import register_codec
-
-    inc.register_codecs()  # numcodecs registry: format-2 arrays name them in "compressor"
-    # Format 3 needs an array->bytes codec class per image codec, named "numcodecs.<id>".
-    for cls_name in ("Jpegxl", "Jpeg2k", "Jpeg", "Png", "Qoi", "Webp"):
-        codec_id = getattr(inc, cls_name).codec_id
-        cls = type(cls_name, (_NumcodecsArrayBytesCodec,), {"__init__": _quiet_init}, codec_name=codec_id)
-        cls.__module__ = __name__  # picklable (zarr arrays sent to spawned DataLoader workers)
-        _IMAGE_CODEC_CLASSES[cls_name] = cls
-        register_codec(f"numcodecs.{codec_id}", cls)
-    _registered = True
-
-
-def is_image_spec(dtype: str, shape: tuple[int, ...]) -> bool:
-    """uint8 (H, W) or (H, W, C) with C in 1, 3, 4: eligible for an image codec."""
-    return dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)))
 
 
 def chunk_frames(dtype: str, shape: tuple[int, ...], image: bool) -> int:
@@ -116,7 +37,7 @@ def create_data_array(
     image = codec != "blosc" or is_image_spec(dtype, shape)
     chunks = (chunk_frames(dtype, shape, image), *shape)
     kwargs: dict[str, Any] = dict(shape=(0, *shape), chunks=chunks, dtype=dtype, fill_value=0)
-    nc = _numcodec(codec, image)
+    nc = numcodec(codec, image)
     if zarr_format == 2:
         kwargs["compressors"] = nc
         return group.create_array(name, **kwargs)
@@ -143,7 +64,7 @@ def create_episode_ends(meta: zarr.Group, zarr_format: int):
         from zarr.codecs import ZstdCodec
 
         kwargs["compressors"] = ZstdCodec(level=1)  # 64k zeros compress to nothing
-    return meta.create_array("episode_ends", **kwargs)
+    return meta.create_array(EPISODE_ENDS, **kwargs)
 
 
 def append_commit_value(arr: zarr.Array, value: int) -> zarr.Array:
@@ -189,10 +110,8 @@ def lock_for_writing(path: str) -> str:
     if key in _LOCKS:
         _LOCKS[key][1] += 1
         return key
-    from robot_policy.data.store import StoreError
-
     try:
-        fd = os.open(os.path.join(key, "data"), os.O_RDONLY)
+        fd = os.open(os.path.join(key, DATA_GROUP), os.O_RDONLY)
     except FileNotFoundError:
         raise StoreError(f"{path} is not an episode store: it has no data/ group") from None
     try:
@@ -205,6 +124,11 @@ def lock_for_writing(path: str) -> str:
         ) from None
     _LOCKS[key] = [fd, 1]
     return key
+
+
+def locked_in_this_process(path: str) -> bool:
+    """True when a handle of this process holds the store at ``path`` open for writing."""
+    return os.path.realpath(path) in _LOCKS
 
 
 def unlock(key: str) -> None:
@@ -222,7 +146,7 @@ def writer_active(path: str) -> bool:
     import fcntl
 
     try:
-        fd = os.open(os.path.join(path, "data"), os.O_RDONLY)
+        fd = os.open(os.path.join(path, DATA_GROUP), os.O_RDONLY)
     except OSError:
         return False
     try:

@@ -39,7 +39,7 @@ def convert_store(
         for spec in schema.values():
             spec.codec = None  # fall back to the store-wide image_codec for image keys
     kwargs = {"image_codec": image_codec} if image_codec else {}
-    info = dict(source._info.get("attrs") or {})
+    info = source.attrs
     target = EpisodeStore.create(
         dst,
         schema,

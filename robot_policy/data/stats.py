@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_policy.data import _zarr_io as zio
+from robot_policy.data.codecs import is_image_spec
 from robot_policy.data.schema import KeySpec
 
 # Decoding every frame of a long image dataset costs minutes; per-channel statistics from an
@@ -17,7 +17,7 @@ def compute_stats(arr, n: int, spec: KeySpec) -> dict[str, list]:
     channel (shape (C,)) for uint8 image keys. Returned as JSON-able lists."""
     if n == 0:
         raise ValueError("the store has no episodes: statistics need at least one committed frame")
-    if zio.is_image_spec(spec.dtype, spec.shape):
+    if is_image_spec(spec.dtype, spec.shape):
         idx = np.unique(np.linspace(0, n - 1, min(n, IMAGE_STATS_MAX_FRAMES)).astype(np.int64))
         c = spec.shape[2] if len(spec.shape) == 3 else 1
         cnt, s1, s2 = 0, np.zeros(c), np.zeros(c)

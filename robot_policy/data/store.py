@@ -1,11 +1,6 @@
 """Crash-safe episode store in Diffusion Policy's zarr ReplayBuffer layout.
 
-Layout (zarr format 3 or 2)::
-
-    <path>/data/<key>          (T_total, *shape) arrays concatenated over time, chunked along time
-    <path>/meta/episode_ends   int64 exclusive ends: episode i is frames [ends[i-1], ends[i])
-    <path>/meta  (attrs)       "episodes": [per-episode metadata dict, ...]
-    <path>       (attrs)       "robot_policy": {format_version, schema, fps, robot, pending}
+The layout (zarr format 3 or 2) and its names are in ``layout.py``.
 
 Commit protocol (see docs/store.md): frames of an open episode are written to ``data/*`` past
 the last committed end, where nobody looks; the episode's metadata entry is written next; the
@@ -26,19 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.data import _zarr_io as zio
+from robot_policy.data.codecs import DEFAULT_IMAGE_CODEC, IMAGE_CODECS, LOWDIM_CODEC, is_image_spec
+from robot_policy.data.layout import (
+    ATTR,
+    DATA_GROUP,
+    EPISODE_ENDS,
+    EPISODES_ATTR,
+    FORMAT_VERSION,
+    META_GROUP,
+    STATS_ATTR,
+    StoreError,
+)
 from robot_policy.data.schema import KeySpec, check_meta, coerce_schema, validate_frames
 from robot_policy.data.stats import compute_stats
 from robot_policy.data.writer import EpisodeWriter
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-ATTR = "robot_policy"
-STATS_ATTR = "robot_policy_stats"
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (wrong mode, no such episode, writer busy...)."""
 
 
 class EpisodeStore:
@@ -63,7 +61,7 @@ class EpisodeStore:
         robot: str | None = None,
         zarr_format: int = 3,
         overwrite: bool = False,
-        image_codec: str = zio.DEFAULT_IMAGE_CODEC,
+        image_codec: str = DEFAULT_IMAGE_CODEC,
         attrs: dict | None = None,
         durable: bool = False,
     ) -> EpisodeStore:
@@ -79,12 +77,12 @@ class EpisodeStore:
         schema = coerce_schema(schema)
         if zarr_format not in (2, 3):
             raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-        if image_codec not in zio.IMAGE_CODECS:
-            raise ValueError(f"image_codec {image_codec!r} unknown; choose one of {zio.IMAGE_CODECS}")
+        if image_codec not in IMAGE_CODECS:
+            raise ValueError(f"image_codec {image_codec!r} unknown; choose one of {IMAGE_CODECS}")
         if not (isinstance(fps, int | float) and fps > 0 and np.isfinite(fps)):
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         p = Path(path)
-        if os.path.realpath(p) in zio._LOCKS:
+        if zio.locked_in_this_process(str(p)):
             raise StoreError(f"{p} is open for writing in this process; close() it before overwriting")
         if p.exists():
             if not overwrite:
@@ -94,22 +92,19 @@ class EpisodeStore:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         import zarr
 
-        zio.register_codecs()
         root = zarr.open_group(str(p), mode="w", zarr_format=zarr_format)
-        data = root.create_group("data")
-        meta = root.create_group("meta")
+        data = root.create_group(DATA_GROUP)
+        meta = root.create_group(META_GROUP)
         for key, spec in schema.items():
-            codec = spec.codec or (
-                image_codec if zio.is_image_spec(spec.dtype, spec.shape) else zio.LOWDIM_CODEC
-            )
-            if codec != "blosc" and not zio.is_image_spec(spec.dtype, spec.shape):
+            codec = spec.codec or (image_codec if is_image_spec(spec.dtype, spec.shape) else LOWDIM_CODEC)
+            if codec != LOWDIM_CODEC and not is_image_spec(spec.dtype, spec.shape):
                 raise ValueError(
                     f"key {key!r}: codec {codec!r} needs a uint8 (H, W[, C]) image key, got {spec.dtype} {spec.shape}"
                 )
             spec.codec = codec
             zio.create_data_array(data, key, spec.dtype, spec.shape, codec, zarr_format)
         zio.create_episode_ends(meta, zarr_format)
-        meta.attrs["episodes"] = []
+        meta.attrs[EPISODES_ATTR] = []
         root.attrs[ATTR] = {
             "format_version": FORMAT_VERSION,
             "fps": float(fps),
@@ -146,12 +141,12 @@ class EpisodeStore:
 
     def _load(self) -> None:
         g = self._group
-        if "data" not in g or "meta" not in g or "episode_ends" not in g["meta"]:
+        if DATA_GROUP not in g or META_GROUP not in g or EPISODE_ENDS not in g[META_GROUP]:
             raise StoreError(
                 f"{self.path} is not an episode store: it needs data/<key> arrays and meta/episode_ends (Diffusion Policy layout)"
             )
-        self._data = {k: a for k, a in g["data"].arrays()}
-        self._ends_arr = g["meta"]["episode_ends"]
+        self._data = {k: a for k, a in g[DATA_GROUP].arrays()}
+        self._ends_arr = g[META_GROUP][EPISODE_ENDS]
         self._ends = np.asarray(self._ends_arr[:], dtype=np.int64)
         info = dict(g.attrs.get(ATTR) or {})
         self._info = info
@@ -162,7 +157,7 @@ class EpisodeStore:
                 k: KeySpec(dtype=a.dtype.name, shape=tuple(a.shape[1:]))
                 for k, a in sorted(self._data.items())
             }
-        self._meta_list = list(g["meta"].attrs.get("episodes", []) or [])
+        self._meta_list = list(g[META_GROUP].attrs.get(EPISODES_ATTR, []) or [])
         self.zarr_format = g.metadata.zarr_format
 
     def drop_uncommitted(self) -> None:
@@ -254,6 +249,11 @@ class EpisodeStore:
         return self._info.get("robot")
 
     @property
+    def attrs(self) -> dict:
+        """User attributes given to ``create(attrs=...)`` (a copy)."""
+        return dict(self._info.get("attrs") or {})
+
+    @property
     def episode_ends(self) -> np.ndarray:
         return self._ends.copy()
 
@@ -297,9 +297,9 @@ class EpisodeStore:
         i %= self.num_episodes
         meta = dict(self._meta_list[i]) if i < len(self._meta_list) else {}
         # Diffusion Policy-style per-episode arrays under meta/ (one value per episode)
-        for name, arr in self._group["meta"].arrays():
+        for name, arr in self._group[META_GROUP].arrays():
             if (
-                name != "episode_ends"
+                name != EPISODE_ENDS
                 and arr.ndim == 1
                 and arr.shape[0] == self.num_episodes
                 and name not in meta
@@ -330,7 +330,7 @@ class EpisodeStore:
         meta = check_meta(meta, self.num_episodes)
         self.refresh()  # another handle in this process may have committed since we loaded
         self._recover(strict=True)
-        w = EpisodeWriter(self, meta, background=background)
+        w = EpisodeWriter(_StoreSink(self), meta, background=background)
         self._writer = w
         zio.OPEN_EPISODES.add(self._lock)
         self._set_pending({"start": self.num_frames, "since": time.time(), "pid": os.getpid()})
@@ -356,7 +356,7 @@ class EpisodeStore:
         metas = self._meta_list[:idx] + [{}] * max(0, idx - len(self._meta_list))
         metas.append(meta)
         # Written before the commit point; an entry past num_episodes is ignored by readers.
-        self._group["meta"].attrs["episodes"] = metas
+        self._group[META_GROUP].attrs[EPISODES_ATTR] = metas
         if self.durable:  # frames and metadata on disk before the commit can be
             os.sync()
         zio.append_commit_value(self._ends_arr, new_end)  # <- commit point
@@ -391,3 +391,29 @@ class EpisodeStore:
         if todo and self.mode == "a" and self._writer is None:
             self._group.attrs[STATS_ATTR] = cached
         return {k: {s: np.asarray(v, dtype=np.float32) for s, v in cached["keys"][k].items()} for k in keys}
+
+
+class _StoreSink:
+    """The ``EpisodeSink`` an ``EpisodeStore`` hands its writer: the writer's only way in.
+
+    The store's private state is touched here, next to the store, and nowhere in ``writer.py``.
+    """
+
+    def __init__(self, store: EpisodeStore) -> None:
+        self._store = store
+        self.schema = store._schema
+        self.episode = store.num_episodes
+        self.start = store.num_frames
+
+    def array(self, key: str):
+        return self._store._data[key]
+
+    def commit(self, n_frames: int, meta: dict) -> int:
+        return self._store._commit(n_frames, meta)
+
+    def truncate_tail(self) -> None:
+        self._store._recover()
+
+    def release(self) -> None:
+        self._store._writer = None
+        zio.OPEN_EPISODES.discard(self._store._lock)

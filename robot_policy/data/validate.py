@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.data import _zarr_io as zio
+from robot_policy.data.layout import ATTR, DATA_GROUP, EPISODE_ENDS, EPISODES_ATTR, META_GROUP
 
 
 @dataclass
@@ -34,8 +35,6 @@ def validate_store(path: str | Path, deep: bool = False) -> ValidationReport:
     ``deep``: also decode every committed frame of every key (finds corrupted chunks) and
     check float keys for NaN/inf.
     """
-    from robot_policy.data.store import ATTR
-
     rep = ValidationReport(str(path))
     p = Path(path)
     if not p.exists():
@@ -46,16 +45,16 @@ def validate_store(path: str | Path, deep: bool = False) -> ValidationReport:
     except Exception as e:
         rep.errors.append(f"{p} is not a zarr group: {e}")
         return rep
-    if "data" not in g:
+    if DATA_GROUP not in g:
         rep.errors.append("no 'data' group: a Diffusion Policy store holds data/<key> arrays")
         return rep
-    if "meta" not in g or "episode_ends" not in g["meta"]:
+    if META_GROUP not in g or EPISODE_ENDS not in g[META_GROUP]:
         rep.errors.append("no 'meta/episode_ends' array (int64 exclusive episode ends)")
         return rep
-    data = dict(g["data"].arrays())
+    data = dict(g[DATA_GROUP].arrays())
     if not data:
         rep.errors.append("'data' holds no arrays")
-    ends_arr = g["meta"]["episode_ends"]
+    ends_arr = g[META_GROUP][EPISODE_ENDS]
     try:
         ends = np.asarray(ends_arr[:])
     except Exception as e:
@@ -129,7 +128,7 @@ def validate_store(path: str | Path, deep: bool = False) -> ValidationReport:
                 rep.errors.append(
                     f"data/{k} is {a.dtype.name} {tuple(a.shape[1:])} per frame, the schema says {want_dt} {want_sh}"
                 )
-    metas = g["meta"].attrs.get("episodes")
+    metas = g[META_GROUP].attrs.get(EPISODES_ATTR)
     if metas is not None and len(metas) < rep.episodes:
         rep.notes.append(f"per-episode metadata covers {len(metas)} of {rep.episodes} episodes")
     if deep and rep.ok:

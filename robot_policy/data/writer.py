@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
 
 import numpy as np
 
-from robot_policy.data.schema import check_meta, validate_frames
+from robot_policy.data.layout import StoreError
+from robot_policy.data.schema import KeySpec, check_meta, validate_frames
 
 # Buffered frames of an open episode go to disk once a key holds this many bytes (images every
 # ~16 frames at 640x480; low-dim keys usually wait for commit).
@@ -14,6 +16,31 @@ FLUSH_BYTES = 16 << 20
 # Flushes allowed in flight before append() waits: bounds memory when the disk or the encoder
 # cannot keep up, instead of buffering without limit.
 MAX_PENDING_FLUSHES = 4
+
+
+class EpisodeSink(Protocol):
+    """Everything an ``EpisodeWriter`` may do to its store; ``EpisodeStore.begin_episode`` hands
+    one over. The writer sees nothing else of the store, so the commit protocol and the locks
+    stay the store's business."""
+
+    schema: dict[str, KeySpec]
+    """The keys every frame must have, and their dtype and shape."""
+    episode: int
+    """Index the episode gets when committed."""
+    start: int
+    """First frame of the episode in ``data/<key>``: the last committed end."""
+
+    def array(self, key: str) -> Any:
+        """The zarr array ``data/<key>``; the writer writes only at ``start`` and past it."""
+
+    def commit(self, n_frames: int, meta: dict) -> int:
+        """Make the ``n_frames`` frames past ``start`` an episode with ``meta``; returns its index."""
+
+    def truncate_tail(self) -> None:
+        """Drop every frame past the last committed end (a discarded episode)."""
+
+    def release(self) -> None:
+        """The writer is closed: the store may open another episode."""
 
 
 class EpisodeWriter:
@@ -29,14 +56,14 @@ class EpisodeWriter:
     callbacks should align frames first and append from one place).
     """
 
-    def __init__(self, store, meta: dict, background: bool = True) -> None:
-        self._store = store
+    def __init__(self, sink: EpisodeSink, meta: dict, background: bool = True) -> None:
+        self._sink = sink
         self._meta = meta
-        self.episode = store.num_episodes
-        self._start = store.num_frames
-        self._buf: dict[str, list[np.ndarray]] = {k: [] for k in store.keys}
-        self._buf_bytes = dict.fromkeys(store.keys, 0)
-        self._queued = dict.fromkeys(store.keys, 0)  # frames handed to the flusher, per key
+        self.episode = sink.episode
+        self._start = sink.start
+        self._buf: dict[str, list[np.ndarray]] = {k: [] for k in sink.schema}
+        self._buf_bytes = dict.fromkeys(sink.schema, 0)
+        self._queued = dict.fromkeys(sink.schema, 0)  # frames handed to the flusher, per key
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="episode-flush") if background else None
         self._pending: list[Future] = []
         self.num_frames = 0
@@ -47,8 +74,6 @@ class EpisodeWriter:
         return dict(self._meta)
 
     def _check_open(self) -> None:
-        from robot_policy.data.store import StoreError
-
         if self.closed:
             raise StoreError(
                 "this episode was already committed or discarded; call store.begin_episode() again"
@@ -57,14 +82,14 @@ class EpisodeWriter:
     def append(self, frame: dict[str, np.ndarray]) -> None:
         """Add one frame ``{key: array(*shape)}``; validated before anything is buffered."""
         self._check_open()
-        validate_frames(self._store._schema, frame, self.episode, batched=False, frame_offset=self.num_frames)
+        validate_frames(self._sink.schema, frame, self.episode, batched=False, frame_offset=self.num_frames)
         self._push({k: np.array(v, copy=True)[None] for k, v in frame.items()}, 1)
 
     def extend(self, frames: dict[str, np.ndarray]) -> None:
         """Add ``n`` frames ``{key: array(n, *shape)}``."""
         self._check_open()
         n = validate_frames(
-            self._store._schema, frames, self.episode, batched=True, frame_offset=self.num_frames
+            self._sink.schema, frames, self.episode, batched=True, frame_offset=self.num_frames
         )
         self._push({k: np.array(v, copy=True) for k, v in frames.items()}, n)
 
@@ -86,12 +111,12 @@ class EpisodeWriter:
         offset = self._start + self._queued[key]
         self._queued[key] += sum(p.shape[0] for p in parts)
         if self._pool is None:
-            _write(self._store._data[key], offset, parts)
+            _write(self._sink.array(key), offset, parts)
             return
         while len(self._pending) >= MAX_PENDING_FLUSHES:
             self._reap(block=True, oldest_only=True)
         # One worker thread: blocks of a key land in the order they were queued.
-        self._pending.append(self._pool.submit(_write, self._store._data[key], offset, parts))
+        self._pending.append(self._pool.submit(_write, self._sink.array(key), offset, parts))
 
     def _reap(self, block: bool, oldest_only: bool = False) -> None:
         """Collect finished background writes; re-raise the first failure."""
@@ -108,15 +133,13 @@ class EpisodeWriter:
 
     def commit(self) -> int:
         """Write what is buffered, wait for it, then make the episode visible; returns its index."""
-        from robot_policy.data.store import StoreError
-
         self._check_open()
         if self.num_frames == 0:
             raise StoreError(f"episode {self.episode} has no frames; append() some or discard() it")
         for k in self._buf:
             self._flush(k)
         self._reap(block=True)
-        idx = self._store._commit(self.num_frames, self._meta)
+        idx = self._sink.commit(self.num_frames, self._meta)
         self._close()
         return idx
 
@@ -128,7 +151,7 @@ class EpisodeWriter:
         except Exception:  # a failed background write of a discarded episode does not matter
             pass
         self._close()
-        self._store._recover()
+        self._sink.truncate_tail()
 
     def _close(self) -> None:
         self.closed = True
@@ -138,10 +161,7 @@ class EpisodeWriter:
         self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        self._store._writer = None
-        from robot_policy.data import _zarr_io as zio
-
-        zio.OPEN_EPISODES.discard(self._store._lock)
+        self._sink.release()
 
     def __enter__(self) -> EpisodeWriter:
         return self

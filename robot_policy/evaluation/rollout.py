@@ -1,70 +1,119 @@
-"""Closed-loop evaluation in simulation: receding-horizon rollouts and success statistics.
+"""Closed-loop evaluation in simulation: the one episode loop and success statistics.
 
-One function runs one episode (``run_episode``); the policy is called through a single
-``predict(obs_history) -> ActionChunk`` callable so an inference engine can replace
-``policy.predict`` without touching the loop.
+``run_episode`` runs one episode on a simulated clock (``step / control_hz``) and executes
+chunks with the ``ChunkScheduler`` that the policy node runs on the wall clock, so what is
+evaluated is what runs on the robot. Its default, sync mode, is receding horizon: infer,
+execute ``n_action_steps`` actions, infer again. ``predict`` is any ``Predictor``'s
+``predict`` (a policy or an inference engine); the loop hands it the scheduled plan as
+``prior`` (warm start, real-time chunking) and a plain policy ignores it.
+
+* ``sync`` and ``ensemble`` pause the simulation during inference (the robot waits), so they
+  reproduce the classic receding-horizon / ACT evaluations.
+* ``async`` lets simulated time run during inference: ``ServingConfig.simulated_latency`` is
+  the real compute time of each call (``measured``) or fixed seconds (e.g. emulating a GPU on a
+  CPU-only machine).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from robot_policy.conventions import camera_of
 from robot_policy.evaluation.stats import wilson_interval
+from robot_policy.inference.scheduler import ChunkScheduler, SchedulerConfig
+from robot_policy.inference.serving import ServingConfig
+from robot_policy.types import ActionChunk
 from robot_policy.video import write_video_or_gif
+
+if TYPE_CHECKING:
+    from robot_policy.policies.base import Predictor
+
+log = logging.getLogger(__name__)
+
+RECEDING_HORIZON = ServingConfig(scheduler=SchedulerConfig(mode="sync"))
+"""Classic evaluation: infer, execute ``n_action_steps`` actions, infer again; the simulation waits."""
 
 
 def policy_cameras(policy) -> dict[str, tuple[int, int]]:
     """Cameras the env must render for the policy's image keys (``<cam>_rgb`` -> (H, W))."""
     cams = {}
     for k in policy.config.image_keys:
-        if not k.endswith("_rgb"):
-            raise ValueError(f"image key '{k}' does not follow the '<camera>_rgb' naming of the sim envs")
+        cam = camera_of(k)  # ValueError for a key not named <camera>_rgb
         h, w = policy.config.obs_shapes[k][:2]
-        cams[k[: -len("_rgb")]] = (int(h), int(w))
+        cams[cam] = (int(h), int(w))
     return cams
 
 
 def run_episode(
-    predict: Callable[[dict], object],
+    predict: Callable[..., ActionChunk],
     env,
     seed: int,
     obs_keys: list[str],
     n_obs_steps: int,
     n_action_steps: int,
+    serving: ServingConfig = RECEDING_HORIZON,
     max_steps: int | None = None,
     video: list | None = None,
 ) -> dict:
-    """One receding-horizon episode: predict a chunk, execute ``n_action_steps`` of it, repeat.
+    """One episode, chunks from ``predict(obs_history, prior=, start_time=)`` run by a scheduler.
 
     Stops at the first success or when the env terminates/truncates. ``video`` collects frames.
     """
+    dt = 1.0 / float(env.unwrapped.control_hz)
+    sched = ChunkScheduler(serving.scheduler_for(n_action_steps), dt=dt)
     obs, _ = env.reset(seed=seed)
     history: deque = deque([obs] * n_obs_steps, maxlen=n_obs_steps)
     max_steps = max_steps or env.unwrapped.max_episode_steps
-    latencies, steps, success = [], 0, False
-    done = False
-    while not done and steps < max_steps:
-        hist = {k: np.stack([o[k] for o in history]) for k in obs_keys}
-        t0 = time.perf_counter()
-        chunk = predict(hist)
-        latencies.append((time.perf_counter() - t0) * 1000.0)
-        for action in chunk.actions[:n_action_steps]:
-            obs, _, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
-            history.append(obs)
-            steps += 1
-            if video is not None:
-                video.append(env.unwrapped.render_frame())
-            if info.get("success"):
-                success = True
-            if success or terminated or truncated or steps >= max_steps:
-                done = True
-                break
-    return {"seed": int(seed), "success": bool(success), "steps": steps, "latency_ms": latencies}
+    latencies, steps, success, last = [], 0, False, None
+    while steps < max_steps:
+        now = steps * dt
+        if sched.should_infer(now):
+            req = sched.begin_inference(now)
+            hist = {k: np.stack([o[k] for o in history]) for k in obs_keys}
+            t0 = time.perf_counter()
+            chunk = predict(hist, prior=req.prior if serving.use_prior else None, start_time=now)
+            measured = time.perf_counter() - t0
+            latencies.append(measured * 1000.0)
+            # The simulation steps at control_hz: a chunk runs one action per step from now on,
+            # whatever rate the policy was trained at (evaluate warns when they differ).
+            chunk = ActionChunk(chunk.actions, start_time=now, dt=dt)
+            # The first chunk is awaited (a robot starts once its policy answers); later ones
+            # land after their latency in async mode; sync/ensemble pause the simulation.
+            paused = sched.cfg.mode != "async" or last is None
+            sched.submit(chunk, ready_at=now if paused else now + serving.latency_seconds(measured))
+        action = sched.action_at(now)
+        if action is None:
+            if last is None:
+                raise RuntimeError("scheduler produced no action after the first chunk; this is a bug")
+            action = last  # late chunk: hold the last command
+        last = action
+        obs, _, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
+        history.append(obs)
+        steps += 1
+        if video is not None:
+            video.append(env.unwrapped.render_frame())
+        if info.get("success"):
+            success = True
+        if success or terminated or truncated:
+            break
+    return {
+        "seed": int(seed),
+        "success": bool(success),
+        "steps": steps,
+        "latency_ms": latencies,
+        "dropped_actions": sched.stats["dropped"],
+        "held_ticks": sched.stats["holds"],
+        "inferences": len(latencies),
+        "chunks_applied": sched.stats["chunks"],
+    }
 
 
 def evaluate(
@@ -78,16 +127,30 @@ def evaluate(
     video_dir: str | Path | None = None,
     max_video_episodes: int = 5,
     progress: bool = True,
-    predict: Callable[[dict], object] | None = None,
-    episode_fn: Callable[..., dict] | None = None,
+    predictor: Predictor | None = None,
+    serving: ServingConfig = RECEDING_HORIZON,
 ) -> dict:
-    """Run ``episodes`` seeded episodes (seeds ``seed, seed+1, ...``) and summarize them."""
+    """Run ``episodes`` seeded episodes (seeds ``seed, seed+1, ...``) and summarize them.
+
+    ``predictor`` serves the actions (default: ``policy`` itself, with ``num_steps`` and
+    ``sampler``; e.g. an ``InferenceEngine`` wrapping it); ``serving`` says how chunks execute.
+    """
     from robot_policy.sim import make_env
 
     cfg = policy.config
-    policy.reset()
     env = make_env(task, cameras=policy_cameras(policy) or None, randomization=randomization)
-    predict = predict or (lambda hist: policy.predict(hist, num_steps=num_steps, sampler=sampler))
+    if abs(cfg.fps - env.unwrapped.control_hz) > 1e-6 * cfg.fps:
+        log.warning(
+            "PolicyConfig.fps=%g but task %r steps at control_hz=%g: each action runs for one step",
+            cfg.fps,
+            task,
+            env.unwrapped.control_hz,
+        )
+    if predictor is None:
+        predictor = policy
+        predict = functools.partial(policy.predict, num_steps=num_steps or None, sampler=sampler or None)
+    else:
+        predict = predictor.predict
     keys = [*cfg.obs_keys, *cfg.image_keys]
     results, lat = [], []
     it = range(episodes)
@@ -102,11 +165,9 @@ def evaluate(
     t0 = time.perf_counter()
     for i in it:
         frames = [] if video_dir and i < max_video_episodes else None
-        policy.reset()
-        # [inference engine, issue 6] episode_fn: a scheduler-driven episode with run_episode's
-        # signature (robot_policy.inference.rollout.scheduled_episode_fn); default unchanged.
-        r = (episode_fn or run_episode)(
-            predict, env, seed + i, keys, cfg.n_obs_steps, cfg.n_action_steps, video=frames
+        predictor.reset()
+        r = run_episode(
+            predict, env, seed + i, keys, cfg.n_obs_steps, cfg.n_action_steps, serving, video=frames
         )
         if frames:
             r["video"] = str(

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from robot_policy import resources
 from robot_policy.config import ConfigError, load_config
-
-# Repository root (where ``hardware/`` lives) for resolving short names like "sim_tabletop".
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -43,6 +41,9 @@ class HardwareConfig:
     """Setup name, stored with every recorded episode (``robot`` in the dataset)."""
     arm: str = "sim"
     """Arm driver backend (``sim`` runs a MuJoCo task in-process)."""
+    arm_config: dict[str, object] = field(default_factory=dict)
+    """Backend-specific settings (address, rates, gains), parsed and checked by the backend's
+    config class (``robot_policy.robots``: ``ARMS.get(arm).config_class``)."""
     task: str = "tabletop"
     """Simulation task for the ``sim`` backend (see ``robot_policy.sim.list_tasks``)."""
     joint_names: list[str] = field(default_factory=list)
@@ -94,17 +95,12 @@ class HardwareConfig:
 
 
 def resolve_hardware_path(name_or_path: str | Path) -> Path:
-    """``sim_tabletop`` -> ``<repo>/hardware/sim_tabletop.yaml``; paths are returned as they are."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    for root in (Path.cwd(), _REPO_ROOT):
-        cand = root / "hardware" / f"{name_or_path}.yaml"
-        if cand.exists():
-            return cand
-    raise ConfigError(
-        f"no hardware config '{name_or_path}': give a path to a YAML file or a name from hardware/*.yaml"
-    )
+    """A path to the user's own YAML wins; ``sim_tabletop`` -> the shipped ``hardware/sim_tabletop.yaml``
+    (of the checkout, else of the installed package: see :mod:`robot_policy.resources`)."""
+    try:
+        return resources.find_file(name_or_path, "hardware", (".yaml", ".yml"), what="hardware config")
+    except resources.ResourceNotFoundError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_hardware_config(name_or_path: str | Path) -> HardwareConfig:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_policy.conventions import JOINT_POS
 from robot_policy.hardware.config import HardwareConfig
 from robot_policy.hardware.safety import CommandRejected, SafetyLayer
 from robot_policy.hardware.trajectory import TrajectoryExecutor
@@ -83,7 +84,7 @@ class SimRobot:
 
     def current_command_state(self) -> np.ndarray:
         """Measured joint positions plus the current gripper command (command order)."""
-        q = np.asarray(self.obs["joint_pos"], dtype=np.float64)
+        q = np.asarray(self.obs[JOINT_POS], dtype=np.float64)
         return np.concatenate([q, [self._gripper_cmd]]) if self.hw.gripper_joint else q
 
     # -- commands ------------------------------------------------------------------------
@@ -131,14 +132,7 @@ class SimRobot:
     # -- control tick --------------------------------------------------------------------
     def tick(self, now: float) -> TickResult:
         """Advance one control period: execute the command in effect and step the physics."""
-        desired = self.traj.sample(now)
-        if desired is not None and not self.safety.status.estopped and now <= self.traj.end_time:
-            # Already validated on arrival; valid_for keeps the watchdog quiet until the last
-            # point. After it, nothing is submitted: the last point is held until the watchdog
-            # timeout, then the arm holds where it is.
-            self.safety.submit(desired, now, valid_for=self.traj.end_time - now)
-        elif desired is not None and now > self.traj.end_time + self.safety.timeout:
-            self.traj.clear()
+        self.traj.feed(self.safety, now)
         target = self.safety.step(self.current_command_state(), now)
         if self.hw.gripper_joint:
             self._gripper_cmd = float(target[-1])

@@ -61,6 +61,21 @@ class TrajectoryExecutor:
         self.times = None
         self.points = None
 
+    def feed(self, safety, now: float) -> None:
+        """One control tick: make the target at ``now`` the desired command of ``safety`` (a
+        :class:`~robot_policy.hardware.safety.SafetyLayer`).
+
+        Points were validated on arrival; ``valid_for`` keeps the watchdog quiet until the last
+        point. After it nothing is submitted: the last point is held until the watchdog timeout,
+        then the trajectory is forgotten and the arm holds where it is. Nothing is submitted
+        while the e-stop is latched.
+        """
+        desired = self.sample(now)
+        if desired is not None and not safety.status.estopped and now <= self.end_time:
+            safety.submit(desired, now, valid_for=self.end_time - now)
+        elif desired is not None and now > self.end_time + safety.timeout:
+            self.clear()
+
     def sample(self, now: float) -> np.ndarray | None:
         """Target at ``now``: linear interpolation; the last point after the end; None if idle."""
         if self.times is None:

@@ -23,48 +23,28 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from robot_policy.inference.scheduler import Prior
-from robot_policy.inference.warmstart import WarmStartConfig, build_init, warm_steps
+from robot_policy.inference.serving import EngineConfig
+from robot_policy.inference.warmstart import build_init, warm_steps
 from robot_policy.types import ActionChunk
 
+__all__ = ["EngineConfig", "InferenceEngine", "cpu_has_native_bf16", "resolve_device"]
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
-@dataclass
-class EngineConfig:
-    """How a policy is served."""
-
-    device: str = "auto"
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available)."""
-    num_steps: int = 0
-    """Denoising / integration steps per call (0: the policy's default)."""
-    sampler: str = ""
-    """Sampler override: diffusion 'ddpm'/'ddim'/'dpmsolver++', flow 'euler'/'midpoint'/'heun' ('' = policy default)."""
-    precision: str = "auto"
-    """'fp32', 'bf16' (validated against fp32) or 'auto': bf16 on CUDA and on CPUs with native bf16
-    (AVX512-BF16/AMX) if validation passes, else fp32."""
-    bf16_tolerance: float = 0.05
-    """Largest accepted bf16-vs-fp32 error in normalized action units ([-1, 1] range); above it: fp32."""
-    cuda_graph: bool = True
-    """Record the whole pipeline as CUDA graphs (CUDA only); falls back to eager if capture fails."""
-    channels_last: bool = True
-    """Channels-last memory format for convolutional image encoders."""
-    compile: bool = False
-    """torch.compile the encoder and denoiser (slow first load; needs a C++ compiler on CPU)."""
-    threads: int = 0
-    """CPU threads for torch (0: leave torch's default)."""
-    warmup: int = 2
-    """Warm-up calls per configuration at load (CUDA graph capture happens here)."""
-    seed: int | None = None
-    """Seed of the engine's noise generator (None: nondeterministic)."""
-    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
-    """RTI-DP warm start: start from the previous plan, noised to an intermediate level."""
+def resolve_device(device: str) -> str:
+    """``EngineConfig.device`` -> a torch device string ('auto': CUDA when available)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"EngineConfig.device={device!r} but CUDA is not available here; use device 'cpu' or 'auto'"
+        )
+    return device
 
 
 def cpu_has_native_bf16() -> bool:
@@ -89,21 +69,16 @@ class _Graph:
 
 
 class InferenceEngine:
-    """Serve ``policy``: ``engine.predict(obs_history, prior=None) -> ActionChunk``."""
+    """Serve ``policy``: ``engine.predict(obs_history, prior=None) -> ActionChunk``.
+
+    A ``robot_policy.policies.Predictor`` like the policy it wraps (``predict``, ``reset``,
+    ``config``), so the episode loop and the policy runner take either.
+    """
 
     def __init__(self, policy, cfg: EngineConfig | None = None, validation_obs: Mapping | None = None):
-        cfg = cfg or EngineConfig()
-        if cfg.precision not in PRECISIONS:
-            raise ValueError(f"EngineConfig.precision: {cfg.precision!r} is not one of {list(PRECISIONS)}")
+        cfg = cfg or EngineConfig()  # validated when it was built
         self.cfg = cfg
-        dev = cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(
-                f"EngineConfig.device={cfg.device!r} but CUDA is not available here; use device 'cpu' or 'auto'"
-            )
-        self.device = torch.device(dev)
+        self.device = torch.device(resolve_device(cfg.device))
         self.cuda = self.device.type == "cuda"
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -426,7 +401,7 @@ class InferenceEngine:
 
     @property
     def config(self):
-        """The policy's config: the engine is a drop-in for a policy (``predict``, ``reset``, ``config``)."""
+        """The policy's config (part of the ``Predictor`` protocol)."""
         return self.pc
 
     def reset(self) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass
+@dataclass(frozen=True)
 class LatencyConfig:
     """How the inference latency is estimated."""
 

@@ -34,20 +34,22 @@ Invariant: ``action_at(now)`` never returns an action scheduled before ``now - t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
 from robot_policy.inference.latency import LatencyConfig, LatencyEstimator
 from robot_policy.types import ActionChunk
 
-MODES = ("sync", "async", "ensemble")
+Mode = Literal["sync", "async", "ensemble"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SchedulerConfig:
     """Chunk execution policy shared by the policy node and evaluation."""
 
-    mode: str = "async"
+    mode: Mode = "async"
     """'sync' (receding horizon, wait for inference), 'async' (infer while executing) or 'ensemble' (ACT)."""
     n_action_steps: int = 8
     """Receding horizon: actions executed from each chunk before the next one takes over."""
@@ -61,6 +63,18 @@ class SchedulerConfig:
     """Real-time chunking: return soft-weighted prior plans for inpainting the next chunk."""
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     """How the inference latency is estimated (window percentile, not a lifetime maximum)."""
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"SchedulerConfig.mode: {self.mode!r} is not one of {list(MODES)}")
+        if self.n_action_steps < 1:
+            raise ValueError(f"SchedulerConfig.n_action_steps must be >= 1, got {self.n_action_steps}")
+        if not 0.0 < self.tolerance <= 0.5:
+            raise ValueError(f"SchedulerConfig.tolerance must be in (0, 0.5] ticks, got {self.tolerance}")
+        if self.margin_steps < 0:
+            raise ValueError(f"SchedulerConfig.margin_steps must be >= 0, got {self.margin_steps}")
+        if self.ensemble_decay < 0:
+            raise ValueError(f"SchedulerConfig.ensemble_decay must be >= 0, got {self.ensemble_decay}")
 
 
 @dataclass
@@ -111,13 +125,7 @@ class ChunkScheduler:
     def __init__(
         self, cfg: SchedulerConfig | None = None, dt: float = 0.1, estimator: LatencyEstimator | None = None
     ):
-        cfg = cfg or SchedulerConfig()
-        if cfg.mode not in MODES:
-            raise ValueError(f"SchedulerConfig.mode: {cfg.mode!r} is not one of {list(MODES)}")
-        if cfg.n_action_steps < 1:
-            raise ValueError(f"SchedulerConfig.n_action_steps must be >= 1, got {cfg.n_action_steps}")
-        if not 0.0 < cfg.tolerance <= 0.5:
-            raise ValueError(f"SchedulerConfig.tolerance must be in (0, 0.5] ticks, got {cfg.tolerance}")
+        cfg = cfg or SchedulerConfig()  # validated when it was built
         if not dt > 0:
             raise ValueError(f"ChunkScheduler: dt (control period, seconds) must be > 0, got {dt}")
         self.cfg = cfg

@@ -21,17 +21,34 @@ import numpy as np
 
 from robot_policy.inference.scheduler import Prior
 
+_EXAMPLE = "e.g. schedule_steps: 10, run_steps: 3 runs the last 3 of 10 steps"
 
-@dataclass
+
+@dataclass(frozen=True)
 class WarmStartConfig:
-    """RTI-DP warm start of the sampler from the previous plan."""
+    """RTI-DP warm start of the sampler from the previous plan (when the caller passes one)."""
 
-    enabled: bool = False
-    """Start from the previous plan (when the caller passes one) instead of pure noise."""
+    run_steps: int = 0
+    """k: start from the previous plan and run only the last k steps of the N-step schedule
+    (start_step = N - k, 1 <= k <= N); 0: warm start off, every call samples from noise."""
     schedule_steps: int = 0
     """N: step schedule the intermediate noise level is taken from (0: the engine's num_steps)."""
-    run_steps: int = 1
-    """k: only the last k steps of the N-step schedule run (start_step = N - k); 1 <= k <= N."""
+
+    def __post_init__(self):
+        if self.run_steps < 0 or self.schedule_steps < 0:
+            raise ValueError(
+                f"WarmStartConfig.run_steps ({self.run_steps}) and schedule_steps ({self.schedule_steps}) "
+                f"must be >= 0; {_EXAMPLE}"
+            )
+        if self.schedule_steps and self.run_steps > self.schedule_steps:
+            raise ValueError(
+                f"WarmStartConfig.run_steps={self.run_steps} exceeds schedule_steps={self.schedule_steps}; {_EXAMPLE}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether calls with a prior start from it (``run_steps > 0``)."""
+        return self.run_steps > 0
 
 
 def warm_steps(cfg: WarmStartConfig, default_steps: int) -> tuple[int, int]:
@@ -39,10 +56,7 @@ def warm_steps(cfg: WarmStartConfig, default_steps: int) -> tuple[int, int]:
     n = int(cfg.schedule_steps or default_steps)
     k = int(cfg.run_steps)
     if not 1 <= k <= n:
-        raise ValueError(
-            f"WarmStartConfig.run_steps={k} must be in [1, schedule_steps={n}]; "
-            "e.g. schedule_steps: 10, run_steps: 3 runs the last 3 of 10 steps"
-        )
+        raise ValueError(f"WarmStartConfig.run_steps={k} must be in [1, schedule_steps={n}]; {_EXAMPLE}")
     return n, n - k
 
 

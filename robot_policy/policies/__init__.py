@@ -4,7 +4,7 @@
 """
 
 from robot_policy.policies import consistency, diffusion, flow  # noqa: F401  (register the families)
-from robot_policy.policies.base import POLICIES, Policy
+from robot_policy.policies.base import POLICIES, Policy, Predictor
 from robot_policy.policies.checkpoint import CheckpointError, load, read_config, read_meta, save_policy
 from robot_policy.policies.config import ConsistencyConfig, DiffusionConfig, FlowConfig, PolicyConfig
 
@@ -16,6 +16,7 @@ __all__ = [
     "FlowConfig",
     "Policy",
     "PolicyConfig",
+    "Predictor",
     "load",
     "read_config",
     "read_meta",

@@ -19,6 +19,7 @@ Families differ only in ``loss(cond, naction)`` and ``sample``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,38 @@ from robot_policy.registry import Registry
 from robot_policy.types import ActionChunk
 
 POLICIES: Registry[type[Policy]] = Registry("policy family")
+
+
+class Predictor(Protocol):
+    """What serves actions: a ``Policy``, or an ``inference.InferenceEngine`` wrapping one.
+
+    The episode loop (``evaluation``) and the policy node's runner (``runtime``) call only this,
+    so either can be served without asking which it is.
+    """
+
+    @property
+    def config(self) -> PolicyConfig:
+        """The policy's config (keys, shapes, horizon, fps)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget per-episode state."""
+        ...
+
+    def predict(
+        self,
+        obs: Mapping,
+        prior: Any = None,
+        start_time: float = 0.0,
+        num_steps: int | None = None,
+    ) -> ActionChunk:
+        """Observation history ``{key: (To, ...)}`` in raw units -> ActionChunk from the current step.
+
+        ``prior`` is the plan already scheduled from ``start_time`` on (a scheduler ``Prior`` or
+        raw actions (T, A)); the engine warm-starts and inpaints from it, a plain policy ignores it.
+        ``num_steps``: sampler steps (None: the predictor's default).
+        """
+        ...
 
 
 def build_denoiser(cfg: PolicyConfig, cond_dim: int) -> nn.Module:
@@ -182,13 +215,21 @@ class Policy(nn.Module):
             self.train(was_training)
 
     def predict(
-        self, obs: Mapping, num_steps: int | None = None, sampler: str | None = None, start_time: float = 0.0
+        self,
+        obs: Mapping,
+        prior: Any = None,
+        start_time: float = 0.0,
+        num_steps: int | None = None,
+        sampler: str | None = None,
     ) -> ActionChunk:
         """Observation history ``{key: (To, ...)}`` in raw units -> ActionChunk in raw units.
 
         The chunk starts at the current step (index To-1 of the predicted horizon) and has
         ``horizon - To + 1`` actions; receding-horizon callers execute ``n_action_steps``.
+        ``prior`` is accepted for the ``Predictor`` protocol and ignored: a plain policy always
+        samples from noise (warm start and RTC are the inference engine's).
         """
+        del prior
         cfg = self.config
         batched = {}
         for k in [*cfg.obs_keys, *cfg.image_keys]:

@@ -31,16 +31,22 @@ class CheckpointError(RuntimeError):
     """A checkpoint folder is missing, incomplete, corrupt or from another format version."""
 
 
-def git_commit() -> str:
-    """Commit of the source tree (``unknown`` outside git); ``+dirty`` if it has local edits."""
-    root = Path(__file__).resolve().parents[2]
+def git_commit(root: str | Path | None = None) -> str:
+    """Commit of the source tree at ``root`` (default: this checkout), ``unknown`` outside git;
+    ``+dirty`` appended when tracked files have uncommitted changes (untracked files do not count)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        # --no-optional-locks: a status query never takes the index lock from a concurrent git.
+        cmd = ["git", "--no-optional-locks", *args]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=5, check=True).stdout
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
+        sha = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return sha
+    return sha + ("+dirty" if dirty else "")
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -104,7 +104,7 @@ class DiffusionPolicy(Policy):
                 f"num_steps={num_steps} must be in [1, {self.config.diffusion.num_train_timesteps}] for diffusion"
             )
         sched = self.scheduler(sampler)
-        # [inference engine, issue 6] Timesteps stay on the CPU: diffusers then computes every step
+        # Timesteps stay on the CPU: diffusers then computes every step
         # coefficient as a host scalar, so the loop has no device->host syncs and the whole
         # sampler can be recorded as one CUDA graph; the network gets its timestep via torch.full.
         sched.set_timesteps(num_steps)

@@ -47,7 +47,7 @@ class FlowPolicy(Policy):
     def velocity(self, x: torch.Tensor, t: float | torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if isinstance(t, torch.Tensor):
             tt = t.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
-        else:  # [inference engine, issue 6] torch.full: no host->device copy, CUDA-graph safe
+        else:  # torch.full: no host->device copy, CUDA-graph safe
             tt = torch.full((x.shape[0],), float(t), device=x.device)
         return self.model(x, tt * self.config.flow.time_scale, cond).to(x.dtype)
 

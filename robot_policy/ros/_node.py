@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable
 
 import rclpy
@@ -37,6 +38,29 @@ def declare(node: Node, name: str, default, description: str = ""):
 def now_s(node: Node) -> float:
     """The graph's shared clock (ROS time) in seconds; every header stamp uses it."""
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+def call_service(node: Node, clients: dict, name: str, srv_type, timeout: float, **fields):
+    """Call service ``name`` and wait for the answer; ``fields`` fill the request.
+
+    For a thread other than the one spinning ``node`` (a blocking wait inside a callback would
+    starve the executor). ``clients`` caches one client per (name, type) across calls. Raises
+    TimeoutError naming the service when it is not available or does not answer in time.
+    """
+    key = (name, srv_type)
+    if key not in clients:
+        clients[key] = node.create_client(srv_type, name)
+    cli = clients[key]
+    if not cli.wait_for_service(timeout_sec=timeout):
+        raise TimeoutError(f"service {name} not available within {timeout:.0f} s; is its node running?")
+    req = srv_type.Request()
+    for k, v in fields.items():
+        setattr(req, k, v)
+    fut, done = cli.call_async(req), threading.Event()
+    fut.add_done_callback(lambda f: done.set())
+    if not done.wait(timeout):
+        raise TimeoutError(f"service {name} did not answer within {timeout:.0f} s")
+    return fut.result()
 
 
 def run_node(factory: Callable[[], Node], threads: int = 2) -> int:

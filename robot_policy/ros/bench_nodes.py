@@ -90,6 +90,7 @@ def echo(a) -> None:
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+    from robot_policy import conventions as conv
     from robot_policy.ros import convert
     from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, run_node
 
@@ -97,9 +98,7 @@ def echo(a) -> None:
         import rclpy.node
 
         node = rclpy.node.Node("echo")
-        pub = node.create_publisher(
-            JointTrajectory, "/joint_trajectory_controller/joint_trajectory", COMMAND_QOS
-        )
+        pub = node.create_publisher(JointTrajectory, conv.TRAJECTORY, COMMAND_QOS)
 
         def cb(msg: JointState):
             traj = JointTrajectory(joint_names=list(msg.name))
@@ -109,7 +108,7 @@ def echo(a) -> None:
             ]
             pub.publish(traj)
 
-        node.create_subscription(JointState, "/joint_states", cb, SENSOR_QOS)
+        node.create_subscription(JointState, conv.JOINT_STATES, cb, SENSOR_QOS)
         return node
 
     sys.exit(run_node(factory))

@@ -14,7 +14,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, now_s
+from robot_policy import conventions as conv
+from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, call_service, now_s
 from robot_policy.ros.transport import apply_profile
 
 
@@ -90,7 +91,7 @@ class GraphClient:
         """
         deadline = time.time() + timeout
         while True:
-            for msg in reversed(self.messages("/diagnostics")):
+            for msg in reversed(self.messages(conv.DIAGNOSTICS)):
                 if msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec < since:
                     continue
                 for st in msg.status:
@@ -123,23 +124,7 @@ class GraphClient:
         """Call a service (std_srvs/Trigger unless ``srv_type``); returns the response."""
         if srv_type is None:
             from std_srvs.srv import Trigger as srv_type
-        key = (service, srv_type)
-        if key not in self._clients:
-            self._clients[key] = self.node.create_client(srv_type, service)
-        cli = self._clients[key]
-        if not cli.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(
-                f"service {service} not available within {timeout:.0f} s; is its node running?"
-            )
-        req = srv_type.Request()
-        for k, v in fields.items():
-            setattr(req, k, v)
-        fut = cli.call_async(req)
-        done = threading.Event()
-        fut.add_done_callback(lambda f: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(f"service {service} did not answer within {timeout:.0f} s")
-        return fut.result()
+        return call_service(self.node, self._clients, service, srv_type, timeout, **fields)
 
     def close(self) -> None:
         self._stop = True

@@ -12,6 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from sensor_msgs.msg import JointState as JointStateMsg
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from robot_policy import conventions as conv
 from robot_policy.types import ActionChunk, Frame, JointState
 
 _ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1), "16UC1": (np.uint16, 1)}
@@ -89,6 +90,7 @@ def camera_info(
 
 
 def joint_state_to_msg(js: JointState) -> JointStateMsg:
+    """Core JointState -> sensor_msgs/JointState (velocity left empty when ``js.velocity`` is None)."""
     msg = JointStateMsg()
     msg.header.stamp = to_time(js.stamp)
     msg.name = list(js.names)
@@ -172,9 +174,9 @@ def joint_state_to_obs(
     js = msg_to_joint_state(msg, names)
     n = len(joint_names)
     vel = js.velocity if js.velocity is not None else np.zeros(len(names))
-    out = {"joint_pos": js.position[:n].astype(np.float32), "joint_vel": vel[:n].astype(np.float32)}
+    out = {conv.JOINT_POS: js.position[:n].astype(np.float32), conv.JOINT_VEL: vel[:n].astype(np.float32)}
     if gripper_joint:
-        out["gripper"] = js.position[n:].astype(np.float32)
+        out[conv.GRIPPER] = js.position[n:].astype(np.float32)
     return out
 
 
@@ -193,7 +195,7 @@ def obs_to_named_vector(obs: dict[str, np.ndarray], stamp: float, skip=()) -> Jo
     msg.header.stamp = to_time(stamp)
     names, values = [], []
     for key, val in obs.items():
-        if key in skip or key.endswith("_rgb"):
+        if key in skip or conv.is_image_key(key):
             continue
         flat = np.asarray(val, dtype=np.float64).reshape(-1)
         names += [f"{key}/{i}" for i in range(len(flat))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+from robot_policy import conventions as conv
 from robot_policy.ros.client import GraphClient
 
 
@@ -35,12 +36,12 @@ def wait_for_graph(
     """Block until the sim (and the policy/recorder services) answer."""
     from sensor_msgs.msg import JointState
 
-    client.subscribe("/joint_states", JointState, keep=2)
-    client.latest("/joint_states", timeout=timeout)
+    client.subscribe(conv.JOINT_STATES, JointState, keep=2)
+    client.latest(conv.JOINT_STATES, timeout=timeout)
     if policy:
-        client.call("/policy/pause", timeout=timeout)
+        client.call(conv.POLICY_PAUSE, timeout=timeout)
     if recorder:
-        client.call("/recorder/discard", timeout=timeout)
+        client.call(conv.RECORDER_DISCARD, timeout=timeout)
 
 
 def run_episodes(
@@ -56,29 +57,29 @@ def run_episodes(
     from std_srvs.srv import SetBool
     from tqdm import tqdm
 
-    client.subscribe("/diagnostics", DiagnosticArray, keep=20, sensor=False)
+    client.subscribe(conv.DIAGNOSTICS, DiagnosticArray, keep=20, sensor=False)
     results: list[EpisodeResult] = []
     bar = tqdm(range(episodes), desc="eval (ROS 2 graph)", unit="ep", disable=not progress)
     for _ in bar:
-        client.call("/policy/pause")
-        seed = int(client.call("/sim/reset").message.split("seed=")[1].split()[0])
-        client.call("/policy/reset")
+        client.call(conv.POLICY_PAUSE)
+        seed = conv.parse_seed(client.call(conv.SIM_RESET).message)
+        client.call(conv.POLICY_RESET)
         if record:
-            client.call("/recorder/start")
+            client.call(conv.RECORDER_START)
         t0 = time.time()
         success = False
         while time.time() - t0 < max_seconds:
             time.sleep(0.25)
-            if client.call("/sim/success").success:
+            if client.call(conv.SIM_SUCCESS).success:
                 success = True
                 time.sleep(settle_s)
                 break
         duration = time.time() - t0
-        client.call("/policy/pause")
+        client.call(conv.POLICY_PAUSE)
         msg, recorded = "", False
         if record:
-            client.call("/recorder/mark_success", SetBool, data=success)
-            r = client.call("/recorder/stop")
+            client.call(conv.RECORDER_MARK_SUCCESS, SetBool, data=success)
+            r = client.call(conv.RECORDER_STOP)
             msg, recorded = r.message, bool(r.success)
         diag = _policy_diag(client, since=client.now() - 1.5)
         lat = {}

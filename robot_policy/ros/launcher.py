@@ -52,7 +52,8 @@ def resolve_executable(spec: NodeSpec) -> list[str]:
         return [found]
     raise LaunchError(
         f"node '{spec.name}': executable '{spec.executable}' of package '{spec.pkg}' not found; "
-        f"is the package installed (pip install -e .) and its console scripts on PATH?"
+        f"is the package installed (pip install robot_policy, or colcon build for ros2 launch) with its "
+        f"console scripts on PATH?"
     )
 
 

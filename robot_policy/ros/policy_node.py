@@ -17,11 +17,16 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from robot_policy import conventions as conv
+from robot_policy.inference.scheduler import SchedulerConfig
+from robot_policy.inference.serving import EngineConfig, ServingConfig, configure, exposed
 from robot_policy.ros import convert
 from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, declare, now_s, run_node
-from robot_policy.types import ActionChunk
 
-_JS_KEYS = ("joint_pos", "joint_vel", "gripper")
+NODE_SERVING = ServingConfig(
+    engine=EngineConfig(device="cpu", threads=1), scheduler=SchedulerConfig(mode="async")
+)
+"""The node's serving defaults: CPU, one torch thread (the control loop needs a core), async."""
 
 
 class PolicyNode(Node):
@@ -37,65 +42,21 @@ class PolicyNode(Node):
         self.hw = load_hardware_config(
             declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
         )
-        steps = declare(self, "num_inference_steps", 0, "sampler steps (0: the checkpoint's default)")
         max_age = declare(self, "max_obs_age", 0.5, "seconds: older inputs are dropped and reported")
-        threads = declare(
-            self, "torch_threads", 1, "CPU threads for inference (the control loop needs a core)"
-        )
         self.autostart = declare(
             self, "autostart", True, "publish from startup (false: wait for /policy/reset)"
         )
-        mode = declare(
-            self,
-            "scheduler_mode",
-            "async",
-            "chunk execution: async (infer while the arm executes) or sync (receding horizon, wait)",
-        )
-        warm_k = declare(
-            self,
-            "warm_start_steps",
-            0,
-            "RTI-DP warm start: start from the scheduled plan and run only the last K sampler steps (0: off)",
-        )
-        warm_n = declare(
-            self,
-            "warm_schedule_steps",
-            0,
-            "warm start: N-step schedule the last K steps are taken from (0: num_inference_steps)",
-        )
-        rtc = declare(
-            self, "rtc", False, "real-time chunking: pin each chunk's prefix to the plan still executing"
-        )
-        if mode not in ("sync", "async"):
+        # Engine, warm-start and scheduler parameters: names, types, defaults and help from ServingConfig.
+        values = {e.name: declare(self, e.name, e.default, e.doc) for e in exposed(NODE_SERVING, "ros")}
+        serving = configure(NODE_SERVING, "ros", values)
+        if serving.scheduler.mode == "ensemble":
             # Ensemble mode averages per tick and has no plan to publish as a trajectory.
-            raise ValueError(f"policy_node: scheduler_mode must be 'async' or 'sync', got {mode!r}")
-        if warm_k < 0 or warm_n < 0:
-            raise ValueError(
-                f"policy_node: warm_start_steps ({warm_k}) and warm_schedule_steps ({warm_n}) must be "
-                ">= 0; e.g. -p warm_start_steps:=3 -p warm_schedule_steps:=10 runs the last 3 of 10 steps"
-            )
-        import torch
+            raise ValueError("policy_node: scheduler_mode must be 'async' or 'sync', got 'ensemble'")
+        # Serve through the engine (CUDA graphs + validated bf16 on GPU, inference_mode on CPU),
+        # warmed up here so the first control decision is not slow.
+        from robot_policy.inference.engine import InferenceEngine, resolve_device
 
-        torch.set_num_threads(int(threads))
-        policy = load(ckpt, device=declare(self, "device", "cpu", "torch device"))
-        # [inference engine, issue 6] Serve through the engine: a drop-in for the policy
-        # (predict/reset/config) with CUDA graphs + validated bf16 on GPU, inference_mode on
-        # CPU, and warm-up here so the first control decision is not slow.
-        from robot_policy.inference import SchedulerConfig
-        from robot_policy.inference.engine import EngineConfig, InferenceEngine
-        from robot_policy.inference.warmstart import WarmStartConfig
-
-        n_sched = int(warm_n or steps or policy.default_steps())
-        if warm_k > n_sched:
-            raise ValueError(
-                f"policy_node: warm_start_steps={warm_k} exceeds the {n_sched}-step schedule "
-                "(warm_schedule_steps, else num_inference_steps, else the checkpoint's default); "
-                "e.g. -p warm_start_steps:=3 -p warm_schedule_steps:=10 runs the last 3 of 10 steps"
-            )
-        warm = WarmStartConfig(enabled=warm_k > 0, schedule_steps=int(warm_n), run_steps=max(1, int(warm_k)))
-        policy = InferenceEngine(
-            policy, EngineConfig(device=str(policy.device), num_steps=int(steps), warm_start=warm)
-        )
+        policy = InferenceEngine(load(ckpt, device=resolve_device(serving.engine.device)), serving.engine)
         if policy.config.action_dim != self.hw.command_dim:
             raise ValueError(
                 f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
@@ -104,43 +65,42 @@ class PolicyNode(Node):
         self._wake = threading.Event()
         self.runner = PolicyRunner(
             policy,
-            num_steps=steps or None,
+            num_steps=serving.engine.num_steps or None,
             max_obs_age=max_age,
-            sched_cfg=SchedulerConfig(
-                mode=mode, n_action_steps=int(policy.config.n_action_steps), rtc=bool(rtc)
-            ),
+            sched_cfg=serving.scheduler_for(policy.config.n_action_steps),
             clock=lambda: now_s(self),
             on_ready=self._wake.set,
+            use_prior=serving.use_prior,
         )
         self.active = bool(self.autostart)
         keys = self.runner.keys
-        self.pub_traj = self.create_publisher(
-            JointTrajectory, "/joint_trajectory_controller/joint_trajectory", COMMAND_QOS
-        )
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
-        cams = {k[: -len("_rgb")] for k in keys if k.endswith("_rgb")}
+        self.pub_traj = self.create_publisher(JointTrajectory, conv.TRAJECTORY, COMMAND_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, conv.DIAGNOSTICS, 10)
+        self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, SENSOR_QOS)
+        cams = {conv.camera_of(k) for k in keys if conv.is_image_key(k)}
         for cam in cams:
             self.create_subscription(
-                Image, f"/{cam}/color/image_raw", lambda m, c=cam: self._on_img(m, c), SENSOR_QOS
+                Image, conv.color_topic(cam), lambda m, c=cam: self._on_img(m, c), SENSOR_QOS
             )
-        if any(k not in _JS_KEYS and not k.endswith("_rgb") for k in keys):
-            self.create_subscription(JointState, "/sim/observation", self._on_state, SENSOR_QOS)
-        self.create_service(Trigger, "/policy/reset", self._srv_reset)
-        self.create_service(Trigger, "/policy/pause", self._srv_pause)
+        if any(k not in conv.JOINT_STATE_KEYS and not conv.is_image_key(k) for k in keys):
+            self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
+        self.create_service(Trigger, conv.POLICY_RESET, self._srv_reset)
+        self.create_service(Trigger, conv.POLICY_PAUSE, self._srv_pause)
         self.create_timer(1.0, self._publish_diagnostics)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
+        warm = serving.engine.warm_start
         self.get_logger().info(
             f"policy {policy.config.family} from {ckpt}: inputs {keys}, {policy.config.fps:g} Hz, "
-            f"horizon {policy.config.horizon}, executes {policy.config.n_action_steps}; {mode}, "
+            f"horizon {policy.config.horizon}, executes {policy.config.n_action_steps}; "
+            f"{serving.scheduler.mode}, "
             + (
-                f"warm start last {warm_k} of {warm.schedule_steps or policy.num_steps} steps"
-                if warm_k
+                f"warm start last {warm.run_steps} of {warm.schedule_steps or policy.num_steps} steps"
+                if warm.enabled
                 else "cold start"
             )
-            + (", RTC" if rtc else "")
+            + (", RTC" if serving.scheduler.rtc else "")
         )
 
     def _on_js(self, msg):
@@ -162,7 +122,7 @@ class PolicyNode(Node):
 
     def _on_img(self, msg, cam):
         f = convert.image_to_frame(msg, cam)
-        self.runner.buffer.add(f"{cam}_rgb", f.stamp, f.image)
+        self.runner.buffer.add(conv.image_key(cam), f.stamp, f.image)
         self._wake.set()
 
     def _srv_reset(self, req, resp):
@@ -199,9 +159,7 @@ class PolicyNode(Node):
                 now = now_s(self)
                 plan = self.runner.tick(now)
                 if plan is not None:
-                    times, actions, t_obs = plan
-                    chunk = ActionChunk(actions, start_time=float(times[0]), dt=dt)
-                    msg = convert.chunk_to_trajectory(chunk, self.hw.command_names, now, origin=t_obs)
+                    msg = convert.chunk_to_trajectory(plan, self.hw.command_names, now, origin=plan.obs_stamp)
                     self.pub_traj.publish(msg)
             if time.monotonic() >= next_t:
                 next_t += dt

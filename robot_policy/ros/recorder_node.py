@@ -19,6 +19,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 
+from robot_policy import conventions as conv
 from robot_policy.ros import convert
 from robot_policy.ros._node import RECORD_QOS, declare, now_s, run_node
 
@@ -55,29 +56,31 @@ class RecorderNode(Node):
             self, "record_intervention", False, "record /teleop/intervention (Bool) as key 'intervention'"
         )
         hz = self.hw.control_hz
-        state_keys = ["joint_pos", "joint_vel"] + (["gripper"] if self.hw.gripper_joint else [])
-        streams = [Stream("/joint_states", state_keys, rate=hz)]
+        state_keys = conv.joint_state_keys(gripper=bool(self.hw.gripper_joint))
+        streams = [Stream(conv.JOINT_STATES, state_keys, rate=hz)]
         streams += [
-            Stream(f"/{c.name}/color/image_raw", [f"{c.name}_rgb"], rate=min(c.fps, hz))
+            Stream(conv.color_topic(c.name), [conv.image_key(c.name)], rate=min(c.fps, hz))
             for c in self.hw.cameras
         ]
         if record_state:
-            streams.append(Stream("/sim/observation", [], rate=hz, required=False))
-        streams.append(Stream("/joint_commands", ["action"], rate=hz, mode="next"))
+            streams.append(Stream(conv.SIM_OBSERVATION, [], rate=hz, required=False))
+        streams.append(Stream(conv.JOINT_COMMANDS, ["action"], rate=hz, mode="next"))
         if record_flag:
             # An event stream: false until the teleop says otherwise (Bool has no header, so
             # samples are stamped on arrival).
             no = {"intervention": np.zeros(1, dtype=np.bool_)}
-            streams.append(Stream("/teleop/intervention", ["intervention"], rate=hz, required=False, fill=no))
+            streams.append(
+                Stream(conv.TELEOP_INTERVENTION, ["intervention"], rate=hz, required=False, fill=no)
+            )
         specs = {
-            "joint_pos": {"names": list(self.hw.joint_names), "units": "rad"},
-            "joint_vel": {"names": list(self.hw.joint_names), "units": "rad/s"},
+            conv.JOINT_POS: {"names": list(self.hw.joint_names), "units": "rad"},
+            conv.JOINT_VEL: {"names": list(self.hw.joint_names), "units": "rad/s"},
             "action": {"names": self.hw.command_names},
         }
         self.rec = EpisodeRecorder(
             dataset,
             streams,
-            "/joint_states",
+            conv.JOINT_STATES,
             fps,
             self.hw.name,
             max_missing,
@@ -87,24 +90,24 @@ class RecorderNode(Node):
         )
         self.success: bool | None = None
 
-        self.create_subscription(JointState, "/joint_states", self._on_js, RECORD_QOS)
-        self.create_subscription(JointState, "/joint_commands", self._on_cmd, RECORD_QOS)
+        self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, RECORD_QOS)
+        self.create_subscription(JointState, conv.JOINT_COMMANDS, self._on_cmd, RECORD_QOS)
         if record_state:
-            self.create_subscription(JointState, "/sim/observation", self._on_state, RECORD_QOS)
+            self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, RECORD_QOS)
         if record_flag:
-            self.create_subscription(Bool, "/teleop/intervention", self._on_flag, 10)
+            self.create_subscription(Bool, conv.TELEOP_INTERVENTION, self._on_flag, 10)
         for c in self.hw.cameras:
-            topic = f"/{c.name}/color/image_raw"
+            topic = conv.color_topic(c.name)
             self.create_subscription(
                 Image, topic, lambda m, t=topic, n=c.name: self._on_img(m, t, n), RECORD_QOS
             )
         # Services on their own thread: /recorder/stop waits for in-flight samples, which the
         # subscriptions (default group, the executor's other thread) must keep delivering.
         services = MutuallyExclusiveCallbackGroup()
-        self.create_service(Trigger, "/recorder/start", self._srv_start, callback_group=services)
-        self.create_service(Trigger, "/recorder/stop", self._srv_stop, callback_group=services)
-        self.create_service(Trigger, "/recorder/discard", self._srv_discard, callback_group=services)
-        self.create_service(SetBool, "/recorder/mark_success", self._srv_success, callback_group=services)
+        self.create_service(Trigger, conv.RECORDER_START, self._srv_start, callback_group=services)
+        self.create_service(Trigger, conv.RECORDER_STOP, self._srv_stop, callback_group=services)
+        self.create_service(Trigger, conv.RECORDER_DISCARD, self._srv_discard, callback_group=services)
+        self.create_service(SetBool, conv.RECORDER_MARK_SUCCESS, self._srv_success, callback_group=services)
         self.get_logger().info(
             f"recorder ready: {dataset} at {fps:g} fps, streams {[s.name for s in streams]}"
         )
@@ -115,28 +118,28 @@ class RecorderNode(Node):
         except KeyError as e:
             self.get_logger().error(str(e), throttle_duration_sec=5.0)
             return
-        self.rec.add("/joint_states", convert.from_time(msg.header.stamp), vals)
+        self.rec.add(conv.JOINT_STATES, convert.from_time(msg.header.stamp), vals)
 
     def _on_cmd(self, msg: JointState) -> None:
         self.rec.add(
-            "/joint_commands",
+            conv.JOINT_COMMANDS,
             convert.from_time(msg.header.stamp),
             {"action": np.asarray(msg.position, np.float32)},
         )
 
     def _on_state(self, msg: JointState) -> None:
         self.rec.add(
-            "/sim/observation", convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg)
+            conv.SIM_OBSERVATION, convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg)
         )
 
     def _on_flag(self, msg: Bool) -> None:
         stamp = self.get_clock().now().nanoseconds * 1e-9
-        self.rec.add("/teleop/intervention", stamp, {"intervention": np.array([msg.data], dtype=np.bool_)})
+        self.rec.add(conv.TELEOP_INTERVENTION, stamp, {"intervention": np.array([msg.data], dtype=np.bool_)})
 
     def _on_img(self, msg: Image, topic: str, cam: str) -> None:
         if self.rec.recording:
             f = convert.image_to_frame(msg, cam)
-            self.rec.add(topic, f.stamp, {f"{cam}_rgb": f.image})
+            self.rec.add(topic, f.stamp, {conv.image_key(cam): f.image})
 
     def _srv_start(self, req, resp):
         if self.rec.recording:

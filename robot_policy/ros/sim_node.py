@@ -25,11 +25,11 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from robot_policy import conventions as conv
 from robot_policy.ros import convert
 from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, declare, now_s, run_node
 from robot_policy.types import Frame
-
-_STATE_KEYS = ("joint_pos", "joint_vel", "gripper")
+from robot_policy.types import JointState as CoreJointState
 
 
 class SimNode(Node):
@@ -56,34 +56,30 @@ class SimNode(Node):
         self.names = self.hw.command_names
         self.lock = threading.Lock()
 
-        self.pub_js = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
-        self.pub_cmd = self.create_publisher(JointState, "/joint_commands", SENSOR_QOS)
-        self.pub_obs = self.create_publisher(JointState, "/sim/observation", SENSOR_QOS)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_js = self.create_publisher(JointState, conv.JOINT_STATES, SENSOR_QOS)
+        self.pub_cmd = self.create_publisher(JointState, conv.JOINT_COMMANDS, SENSOR_QOS)
+        self.pub_obs = self.create_publisher(JointState, conv.SIM_OBSERVATION, SENSOR_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, conv.DIAGNOSTICS, 10)
         self.pub_img, self.pub_info, self.cam_every, self.fovy = {}, {}, {}, {}
         for c in self.hw.cameras:
-            self.pub_img[c.name] = self.create_publisher(Image, f"/{c.name}/color/image_raw", SENSOR_QOS)
+            self.pub_img[c.name] = self.create_publisher(Image, conv.color_topic(c.name), SENSOR_QOS)
             self.pub_info[c.name] = self.create_publisher(
-                CameraInfo, f"/{c.name}/color/camera_info", SENSOR_QOS
+                CameraInfo, conv.color_info_topic(c.name), SENSOR_QOS
             )
             self.cam_every[c.name] = max(1, round(self.hw.control_hz / c.fps))
             if c.depth:
                 self.pub_img[f"{c.name}/depth"] = self.create_publisher(
-                    Image, f"/{c.name}/depth/image_rect_raw", SENSOR_QOS
+                    Image, conv.depth_topic(c.name), SENSOR_QOS
                 )
                 self.pub_info[f"{c.name}/depth"] = self.create_publisher(
-                    CameraInfo, f"/{c.name}/depth/camera_info", SENSOR_QOS
+                    CameraInfo, conv.depth_info_topic(c.name), SENSOR_QOS
                 )
-        self.create_subscription(
-            JointTrajectory, "/joint_trajectory_controller/joint_trajectory", self._on_traj, COMMAND_QOS
-        )
-        self.create_subscription(
-            Float64MultiArray, "/forward_position_controller/commands", self._on_fwd, COMMAND_QOS
-        )
-        self.create_service(Trigger, "/sim/reset", self._srv_reset)
-        self.create_service(Trigger, "/sim/success", self._srv_success)
-        self.create_service(Trigger, "/estop", self._srv_estop)
-        self.create_service(Trigger, "/estop_reset", self._srv_estop_reset)
+        self.create_subscription(JointTrajectory, conv.TRAJECTORY, self._on_traj, COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, conv.FORWARD_COMMANDS, self._on_fwd, COMMAND_QOS)
+        self.create_service(Trigger, conv.SIM_RESET, self._srv_reset)
+        self.create_service(Trigger, conv.SIM_SUCCESS, self._srv_success)
+        self.create_service(Trigger, conv.ESTOP, self._srv_estop)
+        self.create_service(Trigger, conv.ESTOP_RESET, self._srv_estop_reset)
         self.create_timer(1.0, self._publish_diagnostics)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -138,15 +134,14 @@ class SimNode(Node):
 
     def _srv_reset(self, req, resp):
         self._in_loop(self.robot.reset)
-        resp.success, resp.message = True, f"seed={self.robot.episode_seed}"
+        resp.success, resp.message = True, conv.format_seed(self.robot.episode_seed)
         return resp
 
     def _srv_success(self, req, resp):
         with self.lock:
             resp.success = bool(self.robot.episode_success)
-            resp.message = (
-                f"seed={self.robot.episode_seed} steps={self.robot.steps} success_now={resp.success}"
-            )
+            seed = conv.format_seed(self.robot.episode_seed)
+            resp.message = f"{seed} steps={self.robot.steps} success_now={resp.success}"
         return resp
 
     def _srv_estop(self, req, resp):
@@ -207,22 +202,14 @@ class SimNode(Node):
 
     def _publish(self, res, k: int, t_cmd: float) -> None:
         obs, stamp = res.obs, res.stamp
-        js = JointState()
-        js.header.stamp = convert.to_time(stamp)
-        js.name = list(self.names)
-        pos = list(map(float, obs["joint_pos"]))
-        vel = list(map(float, obs["joint_vel"]))
+        pos, vel = obs[conv.JOINT_POS], obs[conv.JOINT_VEL]
         if self.hw.gripper_joint:
-            pos.append(float(obs["gripper"][0]))
-            vel.append(0.0)
-        js.position, js.velocity = pos, vel
-        self.pub_js.publish(js)
-        cmd = JointState()
-        cmd.header.stamp = convert.to_time(t_cmd)
-        cmd.name = list(self.names)
-        cmd.position = res.command.astype(float).tolist()
-        self.pub_cmd.publish(cmd)
-        extra = convert.obs_to_named_vector(obs, stamp, skip=_STATE_KEYS)
+            pos, vel = np.append(pos, obs[conv.GRIPPER][0]), np.append(vel, 0.0)
+        js = CoreJointState(position=pos, stamp=stamp, velocity=vel, names=tuple(self.names))
+        self.pub_js.publish(convert.joint_state_to_msg(js))
+        cmd = CoreJointState(position=res.command, stamp=t_cmd, names=tuple(self.names))
+        self.pub_cmd.publish(convert.joint_state_to_msg(cmd))
+        extra = convert.obs_to_named_vector(obs, stamp, skip=conv.JOINT_STATE_KEYS)
         self.pub_obs.publish(extra)
         depth = self.robot.render_depth() if any(c.depth for c in self.hw.cameras) else {}
         for c in self.hw.cameras:
@@ -231,7 +218,7 @@ class SimNode(Node):
             if c.name not in self.fovy:
                 self.fovy[c.name] = self.robot.camera_fovy(c.name)
             fovy = self.fovy[c.name]
-            img = convert.frame_to_image(Frame(obs[f"{c.name}_rgb"], stamp, c.name))
+            img = convert.frame_to_image(Frame(obs[conv.image_key(c.name)], stamp, c.name))
             self.pub_img[c.name].publish(img)
             info = convert.camera_info(c.width, c.height, stamp, fovy, frame_id=img.header.frame_id)
             self.pub_info[c.name].publish(info)

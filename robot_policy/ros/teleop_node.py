@@ -19,8 +19,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
+from robot_policy import conventions as conv
 from robot_policy.ros import convert
-from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, declare, run_node
+from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, call_service, declare, run_node
 
 
 class TeleopNode(Node):
@@ -39,15 +40,13 @@ class TeleopNode(Node):
         )
         if self.mode not in ("scripted", "keyboard"):
             raise ValueError(f"teleop mode must be 'scripted' or 'keyboard', got {self.mode!r}")
-        self.pub_cmd = self.create_publisher(
-            Float64MultiArray, "/forward_position_controller/commands", COMMAND_QOS
-        )
-        self.pub_flag = self.create_publisher(Bool, "/teleop/intervention", 10)
+        self.pub_cmd = self.create_publisher(Float64MultiArray, conv.FORWARD_COMMANDS, COMMAND_QOS)
+        self.pub_flag = self.create_publisher(Bool, conv.TELEOP_INTERVENTION, 10)
         self.obs: dict[str, np.ndarray] = {}
         self.obs_stamp = 0.0
         self.new_obs = threading.Condition()
-        self.create_subscription(JointState, "/joint_states", self._on_js, SENSOR_QOS)
-        self.create_subscription(JointState, "/sim/observation", self._on_state, SENSOR_QOS)
+        self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, SENSOR_QOS)
+        self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
         self._srv_clients = {}
         self._stop = threading.Event()
         target = self._scripted if self.mode == "scripted" else self._keyboard
@@ -76,19 +75,7 @@ class TeleopNode(Node):
             return {k: v.copy() for k, v in self.obs.items()}
 
     def _call(self, name: str, srv=Trigger, timeout: float = 10.0, **fields):
-        if name not in self._srv_clients:
-            self._srv_clients[name] = self.create_client(srv, name)
-        cli = self._srv_clients[name]
-        if not cli.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {name} is not available")
-        req = srv.Request()
-        for k, v in fields.items():
-            setattr(req, k, v)
-        fut, done = cli.call_async(req), threading.Event()
-        fut.add_done_callback(lambda f: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(f"service {name} did not answer")
-        return fut.result()
+        return call_service(self, self._srv_clients, name, srv, timeout, **fields)
 
     def _send(self, cmd: np.ndarray, intervening: bool = True) -> None:
         self.pub_cmd.publish(Float64MultiArray(data=np.asarray(cmd, dtype=np.float64).tolist()))
@@ -113,11 +100,11 @@ class TeleopNode(Node):
         results = []
         k = 0
         while not self._stop.is_set() and (self.episodes <= 0 or k < self.episodes):
-            seed = int(self._call("/sim/reset").message.split("seed=")[1].split()[0])
+            seed = conv.parse_seed(self._call(conv.SIM_RESET).message)
             src.reset(seed)
             obs = self._wait_obs(convert.from_time(self.get_clock().now().to_msg()))
             if self.record:
-                self._call("/recorder/start")
+                self._call(conv.RECORDER_START)
             success, after = False, -1
             for step in range(src.max_steps):
                 if self._stop.is_set():
@@ -125,14 +112,14 @@ class TeleopNode(Node):
                 self._send(src.act(obs))
                 obs = self._wait_obs(self.obs_stamp)
                 if step % 5 == 4 and not success:
-                    success = self._call("/sim/success").success
+                    success = self._call(conv.SIM_SUCCESS).success
                     after = step
                 if success and step - after >= self.settle:
                     break
             self.pub_flag.publish(Bool(data=False))
             if self.record:
-                self._call("/recorder/mark_success", SetBool, data=bool(success))
-                r = self._call("/recorder/stop", timeout=30.0)  # waits for in-flight frames
+                self._call(conv.RECORDER_MARK_SUCCESS, SetBool, data=bool(success))
+                r = self._call(conv.RECORDER_STOP, timeout=30.0)  # waits for in-flight frames
                 self.get_logger().info(f"episode {k} seed {seed}: success={success}; recorder: {r.message}")
             results.append(success)
             k += 1
@@ -154,9 +141,9 @@ class TeleopNode(Node):
         actions = {
             "n": self._kb_new,
             "m": self._kb_commit,
-            "b": lambda: self._call("/recorder/discard"),
-            "x": lambda: self._call("/estop"),
-            "z": lambda: self._call("/estop_reset"),
+            "b": lambda: self._call(conv.RECORDER_DISCARD),
+            "x": lambda: self._call(conv.ESTOP),
+            "z": lambda: self._call(conv.ESTOP_RESET),
         }
         old = termios.tcgetattr(sys.stdin)
         tty.setcbreak(sys.stdin.fileno())
@@ -164,7 +151,7 @@ class TeleopNode(Node):
             last_key = 0.0
             while not self._stop.is_set():
                 if jog.target is None and self.obs:
-                    jog.sync(self.obs["joint_pos"])
+                    jog.sync(self.obs[conv.JOINT_POS])
                 ready, _, _ = select.select([sys.stdin], [], [], 1.0 / self.hw.control_hz)
                 if ready:
                     ch = sys.stdin.read(1)
@@ -182,14 +169,14 @@ class TeleopNode(Node):
             termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
 
     def _kb_new(self) -> None:
-        self._call("/sim/reset")
+        self._call(conv.SIM_RESET)
         if self.record:
-            self._call("/recorder/start")
+            self._call(conv.RECORDER_START)
 
     def _kb_commit(self) -> None:
         if self.record:
-            self._call("/recorder/mark_success", SetBool, data=True)
-            print(self._call("/recorder/stop", timeout=30.0).message, flush=True)
+            self._call(conv.RECORDER_MARK_SUCCESS, SetBool, data=True)
+            print(self._call(conv.RECORDER_STOP, timeout=30.0).message, flush=True)
 
     def close(self) -> None:
         self._stop.set()

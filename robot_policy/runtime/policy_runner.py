@@ -9,22 +9,26 @@ Per control tick (``tick(now)``):
 3. if the scheduler asks for a new chunk, the observation history is assembled from the latest
    samples *by capture stamp*; inputs older than ``max_obs_age`` are refused and reported, and
    otherwise inference starts in a worker thread, so execution never waits on it. The plan
-   already scheduled goes with it as the prior (``engine.predict(obs, prior=...)``), which the
-   engine uses for warm start (RTI-DP) and real-time chunking, as ``robot-policy eval`` does.
+   already scheduled goes with it as the prior (``predictor.predict(obs, prior=...)``), which
+   the engine uses for warm start (RTI-DP) and real-time chunking, as ``robot-policy eval`` does.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from robot_policy.types import ActionChunk
+
+if TYPE_CHECKING:
+    from robot_policy.inference.scheduler import SchedulerConfig
+    from robot_policy.policies.base import Predictor
 
 
 class StaleObservation(RuntimeError):
@@ -129,26 +133,18 @@ class RunnerStats:
     """Capture of the newest input -> chunk ready to publish (camera/joint stamp to command)."""
 
 
-def queued_plan(sched, now: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times, actions) the scheduler will execute from ``now`` on.
-
-    The one place that reads the scheduler's queue.
-    """
-    return sched.queued(now)  # [inference engine, issue 6] public accessor instead of private fields
-
-
 class PolicyRunner:
     """Async chunked inference over an :class:`ObservationBuffer`. Thread-safe ``tick``."""
 
     def __init__(
         self,
-        policy,
+        policy: Predictor,
         num_steps: int | None = None,
         max_obs_age: float = 0.5,
-        sched_cfg=None,
+        sched_cfg: SchedulerConfig | None = None,
         clock=None,
         on_ready=None,
-        use_prior: bool | None = None,
+        use_prior: bool = True,
     ):
         from robot_policy.inference import ChunkScheduler, SchedulerConfig
 
@@ -160,12 +156,9 @@ class PolicyRunner:
         self.num_steps = num_steps or None
         self.chunk_len = int(cfg.horizon) - self.n_obs + 1
         """Actions per chunk (the policy's horizon from the current step on): the prior's length."""
-        if use_prior is None:
-            # The engine takes ``prior`` and ignores it unless warm start or RTC is on; a plain
-            # policy's predict has no such argument.
-            use_prior = "prior" in inspect.signature(policy.predict).parameters
         self.use_prior = bool(use_prior)
-        """Hand the scheduled plan to ``predict(prior=...)`` (warm start, RTC)."""
+        """Hand the scheduled plan to ``predict(prior=...)`` (the engine's warm start and RTC use it,
+        a plain policy ignores it)."""
         self.max_obs_age = float(max_obs_age)
         self.buffer = ObservationBuffer(self.keys)
         sched_cfg = sched_cfg or SchedulerConfig(mode="async", n_action_steps=int(cfg.n_action_steps))
@@ -217,8 +210,9 @@ class PolicyRunner:
             t0 = time.perf_counter()
             # The first action answers the newest observation: it executes one control period
             # after its capture, as in the recorded demonstrations.
-            kw = {"prior": prior} if self.use_prior else {}
-            chunk = self.policy.predict(obs, num_steps=self.num_steps, start_time=t_obs + self.dt, **kw)
+            chunk = self.policy.predict(
+                obs, prior=prior, start_time=t_obs + self.dt, num_steps=self.num_steps
+            )
             elapsed = time.perf_counter() - t0
             with self._lock:
                 if epoch == self._epoch:
@@ -233,9 +227,9 @@ class PolicyRunner:
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 self.sched.cancel_inference()
 
-    def tick(self, now: float | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """One control tick. Returns ``(times, actions, t_obs)`` to publish when a new chunk landed
-        (``t_obs``: capture time of the observation the chunk answers)."""
+    def tick(self, now: float | None = None) -> ActionChunk | None:
+        """One control tick. Returns the plan to publish when a new chunk landed: what remains to
+        execute from ``now`` on, ``obs_stamp`` = capture time of the observation it answers."""
         now = self.clock() if now is None else now
         plan = None
         with self._lock:
@@ -246,11 +240,13 @@ class PolicyRunner:
                 self.stats.obs_to_cmd_ms.append((now - t_obs) * 1e3)
                 before = self.sched.stats["dropped"]
                 self.sched.add_chunk(chunk, now=now)
-                times, actions = queued_plan(self.sched, now)
+                times, actions = self.sched.queued(now)
                 self.stats.dropped_late_actions += int(np.sum(chunk.times() < now - self.sched.tol))
                 self.stats.dropped_late_actions += self.sched.stats["dropped"] - before
                 if len(times):
-                    plan = (times, actions, t_obs)
+                    # The queue is on the control grid (chunks start one period after a capture,
+                    # captures come at the control rate), so its first time and dt describe it.
+                    plan = ActionChunk(actions, start_time=float(times[0]), dt=self.dt, obs_stamp=t_obs)
                     self.stats.chunks_published += 1
             self.sched.action_at(now)  # advance with the robot: drops what has been executed
             busy = self._worker is not None and self._worker.is_alive()

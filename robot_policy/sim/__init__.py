@@ -9,56 +9,73 @@ obs, reward, terminated, truncated, info = env.step(expert.act(obs))   # info["s
 ```
 
 Tasks: ``tabletop`` (native MuJoCo scene in ``sim/tabletop.xml``, default twin of the ROS sim
-robot), ``lift``, ``stack`` and ``pick_place_can`` (robosuite 1.5.1). Backends register in ``TASKS``/``EXPERTS``.
+robot), ``lift``, ``stack`` and ``pick_place_can`` (robosuite 1.5.1). A new task is one row of
+``TASK_TABLE`` (env and expert entry points); ``TASKS``, ``EXPERTS``, ``task_class`` and the gymnasium
+ids ``robot_policy/<task>-v0`` all derive from it.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from robot_policy.registry import Registry
 from robot_policy.sim.render import ensure_gl_backend
 
 ensure_gl_backend()  # must run before anything imports mujoco's GL layer
 
-TASKS: Registry = Registry("sim task")
-EXPERTS: Registry = Registry("sim expert")
+
+class TaskEntry(NamedTuple):
+    """Where a task's classes live, as ``"module:attr"`` (imported only when first used)."""
+
+    env: str
+    """The gymnasium env class."""
+    expert: str
+    """The scripted expert class."""
 
 
-def _lazy(module: str, attr: str):
-    """Register by name without importing robosuite until a task is actually built."""
+# The one table of tasks: TASKS, EXPERTS, task_class and the gymnasium ids derive from it.
+TASK_TABLE: dict[str, TaskEntry] = {
+    "tabletop": TaskEntry("robot_policy.sim.tabletop:TabletopEnv", "robot_policy.sim.experts:LiftExpert"),
+    "lift": TaskEntry("robot_policy.sim.robosuite_tasks:LiftEnv", "robot_policy.sim.experts:LiftExpert"),
+    "stack": TaskEntry("robot_policy.sim.robosuite_tasks:StackEnv", "robot_policy.sim.experts:StackExpert"),
+    "pick_place_can": TaskEntry(
+        "robot_policy.sim.robosuite_tasks:PickPlaceCanEnv", "robot_policy.sim.experts:PickPlaceExpert"
+    ),
+}
+
+
+def _load(entry_point: str):
+    """``"module:attr"`` -> the object (imports the module, e.g. robosuite, only now)."""
+    import importlib
+
+    module, attr = entry_point.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _lazy(entry_point: str):
+    """A factory that imports ``entry_point`` on its first call, so registering costs nothing."""
 
     def factory(*args, **kwargs):
-        import importlib
-
-        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+        return _load(entry_point)(*args, **kwargs)
 
     return factory
 
 
-TASKS.register("tabletop")(_lazy("robot_policy.sim.tabletop", "TabletopEnv"))
-TASKS.register("lift")(_lazy("robot_policy.sim.robosuite_tasks", "LiftEnv"))
-TASKS.register("stack")(_lazy("robot_policy.sim.robosuite_tasks", "StackEnv"))
-TASKS.register("pick_place_can")(_lazy("robot_policy.sim.robosuite_tasks", "PickPlaceCanEnv"))
-EXPERTS.register("tabletop")(_lazy("robot_policy.sim.experts", "LiftExpert"))
-EXPERTS.register("lift")(_lazy("robot_policy.sim.experts", "LiftExpert"))
-EXPERTS.register("stack")(_lazy("robot_policy.sim.experts", "StackExpert"))
-EXPERTS.register("pick_place_can")(_lazy("robot_policy.sim.experts", "PickPlaceExpert"))
-
-# Also visible to gymnasium: gym.make("robot_policy/lift-v0", cameras=..., randomization=...).
-_ENTRY_POINTS = {
-    "tabletop": "robot_policy.sim.tabletop:TabletopEnv",
-    "lift": "robot_policy.sim.robosuite_tasks:LiftEnv",
-    "stack": "robot_policy.sim.robosuite_tasks:StackEnv",
-    "pick_place_can": "robot_policy.sim.robosuite_tasks:PickPlaceCanEnv",
-}
+TASKS: Registry = Registry("sim task")
+EXPERTS: Registry = Registry("sim expert")
+for _name, _entry in TASK_TABLE.items():
+    TASKS.register(_name)(_lazy(_entry.env))
+    EXPERTS.register(_name)(_lazy(_entry.expert))
 
 
 def _register_gymnasium() -> None:
+    """Also visible to gymnasium: ``gym.make("robot_policy/lift-v0", cameras=..., randomization=...)``."""
     import gymnasium as gym
 
-    for name, entry in _ENTRY_POINTS.items():
+    for name, entry in TASK_TABLE.items():
         env_id = f"robot_policy/{name}-v0"
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry)
+            gym.register(id=env_id, entry_point=entry.env)
 
 
 _register_gymnasium()
@@ -70,11 +87,8 @@ def list_tasks() -> list[str]:
 
 def task_class(task: str):
     """The env class of ``task`` (class attributes: control_hz, default_cameras, ...) without building it."""
-    import importlib
-
     TASKS.get(task)  # unknown names fail here, listing the known ones
-    module, attr = _ENTRY_POINTS[task].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return _load(TASK_TABLE[task].env)
 
 
 def make_env(
@@ -106,4 +120,13 @@ def make_expert(task: str, env, noise: float = 1.0):
     return EXPERTS.get(task)(env, noise=noise)
 
 
-__all__ = ["TASKS", "EXPERTS", "make_env", "make_expert", "list_tasks", "task_class"]
+__all__ = [
+    "TASK_TABLE",
+    "TaskEntry",
+    "TASKS",
+    "EXPERTS",
+    "make_env",
+    "make_expert",
+    "list_tasks",
+    "task_class",
+]

@@ -13,6 +13,7 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
+from robot_policy.conventions import image_key
 from robot_policy.sim.ik import DiffIK, mat_to_quat
 from robot_policy.sim.render import CameraRenderer
 
@@ -89,7 +90,7 @@ class SimEnv(gym.Env):
             "object": gym.spaces.Box(-inf, inf, (self.object_dim,), np.float32),
         }
         for name, (h, w) in self.cameras.items():
-            spaces[f"{name}_rgb"] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+            spaces[image_key(name)] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
         return gym.spaces.Dict(spaces)
 
     def _make_action_space(self) -> gym.spaces.Box:
@@ -211,7 +212,7 @@ class SimEnv(gym.Env):
             idx = np.asarray(self.object_pos_idx)
             obs["object"][idx] += r.normal(0, self._obs_noise, idx.shape).astype(np.float32)
         for name, (h, w) in self.cameras.items():
-            obs[f"{name}_rgb"] = self._renderer.render(name, h, w)
+            obs[image_key(name)] = self._renderer.render(name, h, w)
         return obs
 
     def describe(self) -> dict:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_policy import resources
 from robot_policy.config import ConfigError, from_dict, load_config, to_dict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RANDOMIZATION_DIR = REPO_ROOT / "sim" / "randomization"
+# Shipped configs: the checkout's sim/randomization/, else the installed package's copy.
+RANDOMIZATION_DIR = resources.data_path("sim/randomization")
 DEFAULT_RANDOMIZATION = RANDOMIZATION_DIR / "default.yaml"
 
 
@@ -128,14 +129,14 @@ def validate(cfg: RandomizationConfig, where: str = "randomization") -> None:
 
 def load_randomization(path: str | Path) -> RandomizationConfig:
     """Load and validate a randomization YAML; a bare name is looked up in ``sim/randomization/``."""
-    p = Path(path)
-    if not p.exists() and not p.suffix:
-        p = RANDOMIZATION_DIR / f"{path}.yaml"
-    if not p.exists() and (REPO_ROOT / p).exists():
-        p = REPO_ROOT / p
-    if not p.exists():
-        known = sorted(x.stem for x in RANDOMIZATION_DIR.glob("*.yaml"))
-        raise ConfigError(f"randomization file {path} does not exist; shipped configs: {known}")
+    try:
+        p = resources.find_file(path, "sim/randomization", (".yaml", ".yml"), what="randomization file")
+    except resources.ResourceNotFoundError as e:
+        looked = ", ".join(str(x) for x in e.looked)
+        raise ConfigError(
+            f"randomization file {path} does not exist (looked at: {looked}); shipped configs: "
+            f"{e.available}; give the path of your own YAML or one of these names"
+        ) from None
     try:
         return load_config(RandomizationConfig, p)
     except ConfigError as e:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from robot_policy import resources
 from robot_policy.sim.base import SimEnv
-from robot_policy.sim.randomization import REPO_ROOT
 
-SCENE = REPO_ROOT / "sim" / "tabletop.xml"
+SCENE = resources.data_path("sim/tabletop.xml")  # the checkout's sim/, else the installed copy
 CUBE_X = (0.42, 0.58)
 CUBE_Y = (-0.15, 0.15)
 INIT_NOISE = 0.02  # rad, Gaussian on the home posture (like robosuite's default initialization noise)
@@ -31,7 +31,7 @@ class TabletopEnv(SimEnv):
     robot_name = "sim_tabletop"  # hardware/sim_tabletop.yaml
 
     def _build(self) -> None:
-        self.model = mujoco.MjModel.from_xml_path(str(SCENE))
+        self.model = mujoco.MjModel.from_xml_path(str(resources.shipped_file("sim/tabletop.xml")))
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.joint_names = tuple(f"panda_joint{i}" for i in range(1, 8))

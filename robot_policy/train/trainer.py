@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from robot_policy.config import to_dict
+from robot_policy.data.sampler import SequenceDataset
 from robot_policy.policies import POLICIES, Policy, load, save_policy
 from robot_policy.policies.config import PolicyConfig
 from robot_policy.train.config import RunConfig
-from robot_policy.train.data import WindowSampler, dataset_fingerprint
+from robot_policy.train.data import dataset_fingerprint, training_windows
 from robot_policy.train.state import EMA, ScalarLog, load_train_state, plot_curve, save_train_state
 
 
@@ -95,7 +96,7 @@ def _to_device(batch: dict, device) -> dict:
 
 @torch.no_grad()
 def _val_loss(
-    model: Policy, sampler: WindowSampler, batch_size: int, seed: int, device, n_batches: int = 4
+    model: Policy, sampler: SequenceDataset, batch_size: int, seed: int, device, n_batches: int = 4
 ) -> float:
     was = model.training
     model.eval()
@@ -157,11 +158,13 @@ def train(
     else:
         train_eps, val_eps = list(range(store.num_episodes)), []
     keys = [*cfg.obs_keys, *cfg.image_keys]
-    sampler = WindowSampler(
+    sampler = training_windows(
         store, keys, cfg.action_key, cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps, train_eps
     )
     val_sampler = (
-        WindowSampler(store, keys, cfg.action_key, cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps, val_eps)
+        training_windows(
+            store, keys, cfg.action_key, cfg.n_obs_steps, cfg.horizon, cfg.n_action_steps, val_eps
+        )
         if len(val_eps)
         else None
     )

@@ -1,0 +1,397 @@
+"""The control loop written once for every arm backend: ``ArmController``.
+
+It owns one :class:`~robot_policy.robots.base.Arm` and runs its fast loop in a thread of its own
+at the arm's native rate (never in a ROS executor, never waiting on inference). Each tick:
+
+    arm.read() -> TrajectoryExecutor.sample(now) -> SafetyLayer.step (rate limit, watchdog,
+    e-stop hold) -> arm.write(joints) + gripper.command(last entry)
+
+Thread-safe entry points (what ``robot_node`` calls from its callbacks): ``submit_trajectory``
+(a JointTrajectory-like timed chunk), ``submit_target`` (forward position command), ``estop``,
+``reset_estop``, ``recover``, ``state``, ``last_command``, ``status``. They only touch the safety
+layer and the trajectory under a lock; SDK calls happen in the loop thread alone.
+
+Faults: any exception from the backend (SDK error, lost connection, reflex) is caught, reported
+in ``status()["fault"]``, the trajectory is dropped and commands are refused; the loop keeps
+running (still publishing the measured state when the SDK can read it) and calls
+``arm.recover()`` with exponential backoff. After recovery the arm holds where it is until a
+fresh command arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from robot_policy.hardware.safety import CommandRejected, SafetyLayer
+from robot_policy.hardware.trajectory import TrajectoryExecutor
+from robot_policy.robots.base import Arm
+from robot_policy.types import JointState
+
+log = logging.getLogger("robot_policy.robots.controller")
+
+STATUS_HZ = 10.0
+"""How often the loop refreshes the backend's ``status()`` snapshot (SDK calls stay in the loop)."""
+GRIPPER_READ_HZ = 20.0
+"""How often the loop reads the gripper (a network round trip on most grippers)."""
+
+
+class ArmController:
+    """Safety layer + trajectory executor + gripper + e-stop + watchdog around one :class:`Arm`."""
+
+    def __init__(self, arm: Arm, clock: Callable[[], float] = time.monotonic):
+        self.arm = arm
+        self.hw = arm.hw
+        self.clock = clock
+        self.n_arm = arm.n_joints
+        self.names = tuple(self.hw.command_names)
+        self.safety = SafetyLayer(self.hw)
+        self.traj = TrajectoryExecutor()
+        self.late_points = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()  # cuts the period wait short (e-stop)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._has_state = threading.Event()
+        self._state: JointState | None = None
+        self._sent: JointState | None = None
+        self._gripper_cmd = -1.0  # current gripper command (command-order state entry)
+        self._gripper_width = float("nan")
+        self._stop_pending = False
+        self._prev: tuple[float, np.ndarray] | None = None  # (time, joints) of the last target sent
+        self._fault = ""
+        self._fault_count = 0
+        self._recoveries = 0
+        self._recover_error = ""
+        self._backoff = arm.config.recover_min_s
+        self._next_recover = np.inf
+        self._arm_status: dict[str, Any] = {}
+        self._ticks = 0
+        self._overruns = 0
+        self._rate = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> ArmController:
+        """Connect the arm (errors raise here: missing SDK, wrong address) and start the loop."""
+        if self._thread is not None:
+            return self
+        if self.hw.gripper_joint and self.arm.config.gripper is False:
+            raise ValueError(
+                f"hardware config '{self.hw.name}' names gripper_joint '{self.hw.gripper_joint}' but "
+                f"arm_config.gripper is false; set gripper_joint: null to run without a gripper"
+            )
+        self.arm.connect()
+        if self.hw.gripper_joint and self.arm.gripper is None:
+            self.arm.disconnect()
+            raise ValueError(
+                f"hardware config '{self.hw.name}' names gripper_joint '{self.hw.gripper_joint}' but arm "
+                f"backend '{self.arm.name}' drives no gripper; set gripper_joint: null"
+            )
+        self._arm_status = self._safe_status()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"arm-{self.arm.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the loop, then stop and disconnect the arm."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+        for fn in (self.arm.stop, self.arm.disconnect):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - best effort on a possibly dead connection
+                log.warning("%s during close: %s", fn.__name__, e)
+
+    def __enter__(self) -> ArmController:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- commands (any thread) -------------------------------------------------------------
+    def submit_target(self, target) -> bool:
+        """Forward position command in command order (replaces any trajectory). False: rejected."""
+        now = self.clock()
+        with self._lock:
+            if not self._accepting():
+                return False
+            try:
+                self.safety.submit(target, now)
+            except CommandRejected:
+                return False
+            self.traj.clear()
+            return True
+
+    def submit_trajectory(self, time_from_start, points, start_time: float = 0.0) -> bool:
+        """Timed trajectory like ``trajectory_msgs/JointTrajectory``: ``points`` (T, D) in command
+        order reached at ``start_time + time_from_start`` (``start_time`` on this controller's
+        clock; ``<= 0``: now). Points already in the past are dropped; the first segment starts
+        from the target commanded now, so a late chunk never makes the arm jump. The whole
+        trajectory is rejected (False) when any point is invalid."""
+        now = self.clock()
+        with self._lock:
+            if not self._accepting():
+                return False
+            try:
+                pts = np.asarray(points, dtype=np.float64)
+                if pts.ndim != 2 or len(pts) == 0:
+                    raise CommandRejected(
+                        f"trajectory needs (T, {self.safety.dim}) points, got shape {pts.shape}"
+                    )
+                if len(np.atleast_1d(time_from_start)) != len(pts):
+                    raise CommandRejected(
+                        f"trajectory has {len(pts)} points but {len(np.atleast_1d(time_from_start))} times"
+                    )
+                pts = np.stack([self.safety.validate(p) for p in pts])
+                anchor = self.safety.last_output if self.safety.last_output is not None else self._current()
+                self.late_points += self.traj.set(start_time, time_from_start, pts, now, anchor)
+            except (CommandRejected, ValueError) as e:
+                self.safety.reject(str(e))
+                return False
+            self.safety.submit(self.traj.sample(now), now, valid_for=max(0.0, self.traj.end_time - now))
+            return True
+
+    def estop(self) -> None:
+        """Latch the e-stop: drop the trajectory, stop the arm within one tick, refuse commands
+        until :meth:`reset_estop`."""
+        with self._lock:
+            self.traj.clear()
+            self.safety.estop()
+            self._stop_pending = True
+        self._wake.set()
+
+    def reset_estop(self) -> None:
+        """Release the e-stop; the arm holds where it is now until a fresh command."""
+        with self._lock:
+            if self.safety.status.estopped:
+                self.safety.reset_estop()
+                self._rearm()
+
+    def recover(self) -> None:
+        """Attempt recovery from a fault at the next tick (also when ``auto_recover`` is off)."""
+        with self._lock:
+            if self._fault:
+                self._next_recover = -np.inf
+        self._wake.set()
+
+    # -- observations (any thread) ---------------------------------------------------------
+    def state(self) -> JointState | None:
+        """Latest measured state in command order (joints, then gripper width in m); None before
+        the first read."""
+        with self._lock:
+            return self._state
+
+    def wait_for_state(self, timeout: float = 5.0) -> JointState:
+        """Block until the loop has read the arm once."""
+        if not self._has_state.wait(timeout):
+            raise TimeoutError(
+                f"no state from arm '{self.arm.name}' within {timeout} s: {self.status()['fault']}"
+            )
+        return self.state()
+
+    def last_command(self) -> JointState | None:
+        """Target actually sent on the last tick (command order), stamped when sent."""
+        with self._lock:
+            return self._sent
+
+    def status(self) -> dict[str, Any]:
+        """Diagnostics for ``/diagnostics``: safety counters, fault, recovery, loop rate, backend status."""
+        with self._lock:
+            st = self.safety.status
+            return {
+                "backend": self.arm.name,
+                "connected": bool(self._arm_status.get("connected", False)),
+                "running": self._thread is not None and self._thread.is_alive(),
+                "fault": self._fault,
+                "fault_count": self._fault_count,
+                "recoveries": self._recoveries,
+                "last_recover_error": self._recover_error,
+                "estopped": st.estopped,
+                "watchdog_tripped": st.watchdog_tripped,
+                "accepted": st.accepted,
+                "rejected": st.rejected,
+                "clamped": st.clamped,
+                "last_rejection": st.last_rejection,
+                "late_trajectory_points": self.late_points,
+                "trajectory_active": self.traj.active,
+                "loop_hz_target": self.arm.control_hz,
+                "loop_hz": round(self._rate, 1),
+                "ticks": self._ticks,
+                "overruns": self._overruns,
+                "arm": dict(self._arm_status),
+            }
+
+    # -- internals -------------------------------------------------------------------------
+    def _accepting(self) -> bool:
+        """Called under the lock: refuse commands while faulted or before the first state."""
+        if self._fault:
+            self.safety.reject(f"arm fault, command not executed: {self._fault}")
+            return False
+        if self._state is None:
+            self.safety.reject("no arm state yet: start() the controller and wait_for_state()")
+            return False
+        return True
+
+    def _current(self) -> np.ndarray:
+        """Measured joints plus the current gripper command (the safety layer's command order)."""
+        q = self._state.position[: self.n_arm]
+        return np.concatenate([q, [self._gripper_cmd]]) if self.hw.gripper_joint else q.copy()
+
+    def _rearm(self) -> None:
+        """Forget targets (hold where the arm is at the next tick), keep counters and e-stop."""
+        status = self.safety.status
+        status.watchdog_tripped = False
+        self.safety = SafetyLayer(self.hw)
+        self.safety.status = status
+        self.traj.clear()
+        self._prev = None
+
+    def _safe_status(self) -> dict[str, Any]:
+        try:
+            snap = dict(self.arm.status())
+            if self.arm.gripper is not None:
+                snap["gripper"] = self.arm.gripper.status()
+            return snap
+        except Exception as e:  # noqa: BLE001 - diagnostics must not fault the loop
+            return {
+                "connected": False,
+                "mode": "unknown",
+                "faults": [f"status(): {e}"],
+                "protective_stop": False,
+            }
+
+    def _run(self) -> None:
+        hz = self.arm.control_hz
+        status_every = max(1, round(hz / STATUS_HZ))
+        gripper_every = max(1, round(hz / GRIPPER_READ_HZ))
+        window_start, window_ticks = time.monotonic(), 0
+        while not self._stop.is_set():
+            try:
+                token = self.arm.period_start()
+            except Exception:  # noqa: BLE001 - SDK timing unavailable while disconnected
+                token = None
+            t0 = time.monotonic()
+            self._wake.clear()
+            if self._fault:
+                self._faulted_tick()
+            else:
+                try:
+                    self._tick(read_gripper=self._ticks % gripper_every == 0)
+                except Exception as e:  # noqa: BLE001 - any backend failure is a fault, never a crash
+                    self._on_fault(e)
+            self._ticks += 1
+            window_ticks += 1
+            if self._ticks % status_every == 0:
+                snap = self._safe_status()
+                with self._lock:
+                    self._arm_status = snap
+            if time.monotonic() - window_start >= 1.0:
+                self._rate = window_ticks / (time.monotonic() - window_start)
+                window_start, window_ticks = time.monotonic(), 0
+            if time.monotonic() - t0 > 1.0 / hz:
+                self._overruns += 1
+            try:
+                if token is None:
+                    raise RuntimeError
+                self.arm.period_wait(token, self._wake)
+            except Exception:  # noqa: BLE001
+                self._wake.wait(max(0.0, t0 + 1.0 / hz - time.monotonic()))
+
+    def _tick(self, read_gripper: bool) -> None:
+        js = self.arm.read()  # SDK I/O outside the lock: commands never wait on the network
+        gripper = self.arm.gripper
+        if gripper is not None and read_gripper:
+            self._gripper_width = gripper.read().width
+        now = self.clock()
+        with self._lock:
+            self._publish_state(js)
+            stop_now, self._stop_pending = self._stop_pending, False
+            self.traj.feed(self.safety, now)  # the trajectory's target at now -> safety layer
+            target = self.safety.step(self._current(), now)
+            estopped = self.safety.status.estopped
+        if stop_now:
+            self.arm.stop()
+            if gripper is not None:
+                gripper.stop()
+        if estopped:
+            self._prev = None
+            return  # stopped by arm.stop(); nothing is sent until reset_estop()
+        q = target[: self.n_arm]
+        # Feed-forward velocity: the slope of the (interpolated, rate-limited) target itself.
+        prev = self._prev
+        dq = (q - prev[1]) / (now - prev[0]) if prev is not None and now > prev[0] else np.zeros_like(q)
+        self._prev = (now, q.copy())
+        sent = self.arm.write(q, dq)
+        if gripper is not None:
+            gripper.command(float(target[-1]))
+        cmd = np.concatenate([sent, target[self.n_arm :]])
+        with self._lock:
+            if self.hw.gripper_joint:
+                self._gripper_cmd = float(target[-1])
+            self._sent = JointState(position=cmd, stamp=self.clock(), names=self.names)
+
+    def _publish_state(self, js: JointState) -> None:
+        """Under the lock: store the measured state in command order (gripper width appended)."""
+        pos = np.asarray(js.position, dtype=np.float64)
+        vel = None if js.velocity is None else np.asarray(js.velocity, dtype=np.float64)
+        if self.hw.gripper_joint:
+            pos = np.append(pos, self._gripper_width)
+            vel = None if vel is None else np.append(vel, 0.0)
+        self._state = JointState(position=pos, stamp=js.stamp, velocity=vel, names=self.names)
+        self._has_state.set()
+
+    def _on_fault(self, e: Exception) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        with self._lock:
+            self._fault = msg
+            self._fault_count += 1
+            self.traj.clear()
+            self._backoff = self.arm.config.recover_min_s
+            self._next_recover = time.monotonic() + self._backoff if self.arm.config.auto_recover else np.inf
+        log.error(
+            "arm '%s' fault (control loop keeps running, recovery %s): %s",
+            self.arm.name,
+            "scheduled" if self.arm.config.auto_recover else "needs recover()",
+            msg,
+        )
+
+    def _faulted_tick(self) -> None:
+        # Keep publishing what the arm measures when the SDK can still read it.
+        try:
+            js = self.arm.read()
+            with self._lock:
+                self._publish_state(js)
+        except Exception:  # noqa: BLE001 - expected while the connection is down
+            pass
+        if time.monotonic() < self._next_recover:
+            return
+        try:
+            self.arm.recover()
+        except Exception as e:  # noqa: BLE001
+            with self._lock:
+                self._recover_error = f"{type(e).__name__}: {e}"
+                self._backoff = min(self._backoff * 2.0, self.arm.config.recover_max_s)
+                self._next_recover = (
+                    time.monotonic() + self._backoff if self.arm.config.auto_recover else np.inf
+                )
+            log.warning("arm '%s' recovery failed (next try in %.1f s): %s", self.arm.name, self._backoff, e)
+            return
+        with self._lock:
+            log.warning(
+                "arm '%s' recovered from: %s; holding until a fresh command", self.arm.name, self._fault
+            )
+            self._fault = ""
+            self._recover_error = ""
+            self._recoveries += 1
+            self._backoff = self.arm.config.recover_min_s
+            self._next_recover = np.inf
+            self._rearm()
