@@ -233,7 +233,8 @@ def test_trajectory_is_interpolated_to_its_target_in_the_loop_thread(ctl):
     path = np.array(arm.sent)
     assert len(path) > 5, "targets are streamed, not jumped to"
     assert np.all(np.diff(path[:, 0]) >= -1e-12) and np.all(np.diff(path[:, 1]) <= 1e-12)
-    assert arm.gripper.commands == [1.0]
+    g = arm.gripper.commands  # interpolated like the joints, from open (-1) to closed (1)
+    assert g[-1] == 1.0 and np.all(np.diff(g) > 0)
     st = ctl.state()
     assert st.names == ("j1", "j2", "finger") and st.position[-1] == pytest.approx(0.0)  # closed width
     assert ctl.last_command().position.tolist() == pytest.approx([0.4, -0.6, 1.0])

@@ -43,13 +43,11 @@ PRESETS = {
 
 ENGINE_FLAGS = ("--device", "--precision", "--threads", "--warm-start")
 """The serving flags this benchmark takes (robot_policy.inference.serving)."""
-
-
 BENCH_SERVING = ServingConfig(engine=EngineConfig(device="cpu"))
 """Defaults of those flags: the CPU, torch's threads, precision auto, no warm start."""
 
 
-# (family, sampler, steps): the issue's grid.
+# (family, sampler, steps): the benchmark grid (docs/inference.md#benchmark).
 CONFIGS = [
     ("diffusion", "ddpm", 100),
     ("diffusion", "ddim", 10),

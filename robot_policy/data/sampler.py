@@ -97,9 +97,7 @@ class WindowIndex:
 
     def _drop_windows_across_gaps(self, frame_ok: np.ndarray) -> None:
         if frame_ok.shape[0] != int(self.lengths.sum()):
-            raise ValueError(
-                f"frame_ok has {frame_ok.shape[0]} flags for {int(self.lengths.sum())} frames"
-            )
+            raise ValueError(f"frame_ok has {frame_ok.shape[0]} flags for {int(self.lengths.sum())} frames")
         # Bad frames before each frame (prefix sums): a window is clean when none lie in its span.
         bad_before = np.concatenate([[0], np.cumsum(~frame_ok)])
         base = (np.cumsum(self.lengths) - self.lengths)[self.episode]

@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.data import _zarr_io as zio
-from robot_policy.data.layout import ATTR, DATA_GROUP, EPISODE_ENDS, EPISODES_ATTR, META_GROUP
+from robot_policy.data.layout import (
+    ATTR,
+    DATA_GROUP,
+    EPISODE_ENDS,
+    EPISODES_ATTR,
+    GAPS_META,
+    META_GROUP,
+    VALID_KEY,
+)
 
 
 @dataclass
@@ -21,6 +29,8 @@ class ValidationReport:
     path: str
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+    """Recorded stream gaps, one line per gap (committed with a ``valid`` mask, not errors)."""
     episodes: int = 0
     frames: int = 0
 
@@ -131,9 +141,30 @@ def validate_store(path: str | Path, deep: bool = False) -> ValidationReport:
     metas = g[META_GROUP].attrs.get(EPISODES_ATTR)
     if metas is not None and len(metas) < rep.episodes:
         rep.notes.append(f"per-episode metadata covers {len(metas)} of {rep.episodes} episodes")
+    _report_gaps(metas or [], data.get(VALID_KEY), ends, rep)
     if deep and rep.ok:
         _deep_check(data, last, rep)
     return rep
+
+
+def _report_gaps(metas: list, valid, ends: np.ndarray, rep: ValidationReport) -> None:
+    """List the recorder's gaps per episode, and check them against the ``valid`` mask."""
+    starts = np.concatenate([[0], ends[:-1]])
+    for ep, meta in enumerate(metas[: len(ends)]):
+        for g in (meta or {}).get(GAPS_META) or []:
+            rep.gaps.append(
+                f"episode {ep}: stream '{g.get('stream')}' gap at frame {g.get('frame')} "
+                f"({g.get('frames')} frame(s) flagged in data/{VALID_KEY})"
+            )
+        if valid is not None and rep.ok and ends[ep] > starts[ep]:
+            flagged = int(
+                (~np.asarray(valid[int(starts[ep]) : int(ends[ep])], dtype=bool)).any(axis=-1).sum()
+            )
+            listed = sum(int(g.get("frames", 0)) for g in (meta or {}).get(GAPS_META) or [])
+            if flagged and not listed:
+                rep.gaps.append(
+                    f"episode {ep}: {flagged} frame(s) flagged in data/{VALID_KEY}, no gaps in its metadata"
+                )
 
 
 def _deep_check(data: dict, n: int, rep: ValidationReport) -> None:

@@ -240,17 +240,7 @@ class InferenceEngine:
         return p.unnormalize_action(nact)
 
     def _batch(self, obs: Mapping) -> dict[str, np.ndarray]:
-        out = {}
-        for k in self.keys:
-            if k not in obs:
-                raise KeyError(f"observation is missing key '{k}' (policy expects {self.keys})")
-            x = np.asarray(obs[k])
-            if x.shape[0] != self.pc.n_obs_steps:
-                raise ValueError(
-                    f"obs['{k}'] has {x.shape[0]} steps, policy expects n_obs_steps={self.pc.n_obs_steps}"
-                )
-            out[k] = x[None]
-        return out
+        return self.policy.batch_of_one(obs)
 
     def _fixed_noise(self, batch: int, seed: int = 0) -> np.ndarray:
         g = np.random.default_rng(seed)

@@ -231,20 +231,24 @@ class Policy(nn.Module):
         """
         del prior
         cfg = self.config
+        actions = self.predict_batch(self.batch_of_one(obs), num_steps, sampler)[0]
+        return ActionChunk(actions=actions[cfg.n_obs_steps - 1 :], start_time=start_time, dt=1.0 / cfg.fps)
+
+    def batch_of_one(self, obs: Mapping) -> dict[str, np.ndarray]:
+        """One observation history ``{key: (To, ...)}`` -> ``{key: (1, To, ...)}``, keys and steps checked."""
+        cfg = self.config
+        keys = [*cfg.obs_keys, *cfg.image_keys]
         batched = {}
-        for k in [*cfg.obs_keys, *cfg.image_keys]:
+        for k in keys:
             if k not in obs:
-                raise KeyError(
-                    f"observation is missing key '{k}' (policy expects {cfg.obs_keys + cfg.image_keys})"
-                )
+                raise KeyError(f"observation is missing key '{k}' (policy expects {keys})")
             x = np.asarray(obs[k])
             if x.shape[0] != cfg.n_obs_steps:
                 raise ValueError(
                     f"obs['{k}'] has {x.shape[0]} steps, policy expects n_obs_steps={cfg.n_obs_steps}"
                 )
             batched[k] = x[None]
-        actions = self.predict_batch(batched, num_steps, sampler)[0]
-        return ActionChunk(actions=actions[cfg.n_obs_steps - 1 :], start_time=start_time, dt=1.0 / cfg.fps)
+        return batched
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -315,6 +315,11 @@ class ArmController:
         with self._lock:
             self._publish_state(js)
             stop_now, self._stop_pending = self._stop_pending, False
+            if self.traj.active and now > self.traj.end_time and not self.safety.status.estopped:
+                # feed() stops submitting after the end, leaving the sample of the last tick
+                # before it (up to one period short) as the command: make the last point itself
+                # the standing command, stale from end_time on, so the watchdog timing is unchanged.
+                self.safety.submit(self.traj.points[-1], self.traj.end_time)
             self.traj.feed(self.safety, now)  # the trajectory's target at now -> safety layer
             target = self.safety.step(self._current(), now)
             estopped = self.safety.status.estopped
