@@ -92,7 +92,7 @@ def test_long_episode_streams_to_store_with_bounded_buffer(tmp_path, monkeypatch
 def test_doomed_episode_is_dropped_before_stop_and_refused(tmp_path):
     path = tmp_path / "d.zarr"
     told = []
-    rec = _recorder(path, on_problem=told.append)
+    rec = _recorder(path, on_problem=told.append, strict=True)
     rec.start()
     samples = _samples(200)
     for name, stamp, values in samples[:150]:
@@ -218,9 +218,9 @@ def test_stop_waits_for_frames_in_flight_and_ends_at_the_request(tmp_path):
 
 def test_stop_counts_master_frames_that_never_came_as_missing(tmp_path):
     """The master stream stalls 20 frames before the stop request: stop waits ``wait_s``,
-    then those frames count as missing (and refuse the episode), instead of a silently
-    truncated episode."""
-    rec = _recorder(tmp_path / "d.zarr", max_missing=5)
+    then those frames count as missing (and refuse the episode in strict mode), instead of a
+    silently truncated episode."""
+    rec = _recorder(tmp_path / "d.zarr", max_missing=5, strict=True)
     rec.start()
     for s in _samples(40):
         rec.add(*s)

@@ -123,7 +123,9 @@ class FakeArm(Arm):
         self.read_gate.wait()
         if not self.link_up:
             raise ArmError("fake: link down")
-        return JointState(self.q.copy(), time.monotonic(), np.zeros(self.n_joints), tuple(self.hw.joint_names))
+        return JointState(
+            self.q.copy(), time.monotonic(), np.zeros(self.n_joints), tuple(self.hw.joint_names)
+        )
 
     def _send(self, q, dq):
         self.sent.append(q.copy())
@@ -159,7 +161,11 @@ def ctl():
 def test_write_checks_everything_before_the_sdk():
     arm = FakeArm(FakeConfig(), _hw())
     arm.connect()
-    for bad, match in (([0.1], "1 entries, expected 2"), ([np.nan, 0.0], "non-finite"), ([0.0, 2.5], "outside")):
+    for bad, match in (
+        ([0.1], "1 entries, expected 2"),
+        ([np.nan, 0.0], "non-finite"),
+        ([0.0, 2.5], "outside"),
+    ):
         with pytest.raises(ValueError, match=match):
             arm.write(bad)
     with pytest.raises(ValueError, match="velocity"):
@@ -210,7 +216,8 @@ def test_importing_the_package_imports_no_sdk():
 
 
 @pytest.mark.parametrize(
-    "name, modules, extra", [("fr3", ["franky"], "franka"), ("ur5e", ["rtde_control"], "ur"), ("xarm7", ["xarm"], "xarm")]
+    "name, modules, extra",
+    [("fr3", ["franky"], "franka"), ("ur5e", ["rtde_control"], "ur"), ("xarm7", ["xarm"], "xarm")],
 )
 def test_missing_sdk_names_the_pip_extra(monkeypatch, name, modules, extra):
     for m in modules:

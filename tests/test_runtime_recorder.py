@@ -9,7 +9,7 @@ from robot_policy.data import EpisodeStore
 from robot_policy.runtime.recorder import EpisodeRecorder, RecorderError, Stream, count_missing
 
 
-def _recorder(path, max_missing=2):
+def _recorder(path, max_missing=2, strict=False):
     return EpisodeRecorder(
         path,
         [
@@ -21,6 +21,7 @@ def _recorder(path, max_missing=2):
         fps=10.0,
         robot="test",
         max_missing=max_missing,
+        strict=strict,
     )
 
 
@@ -69,8 +70,8 @@ def test_aligns_by_capture_stamp_and_commits(tmp_path):
     assert meta["success"] is True and meta["operator"] == "test"
 
 
-def test_refuses_episode_with_dropped_camera_frames_naming_stream(tmp_path):
-    rec = _recorder(tmp_path / "d.zarr", max_missing=2)
+def test_strict_refuses_episode_with_dropped_camera_frames_naming_stream(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr", max_missing=2, strict=True)
     rec.start()
     _feed(rec, drop_cam=(5, 6, 7, 9))
     with pytest.raises(RecorderError, match="cam/color/image_raw.*missing 4 frames"):
@@ -79,6 +80,53 @@ def test_refuses_episode_with_dropped_camera_frames_naming_stream(tmp_path):
     rec.discard()
     with pytest.raises(RecorderError, match="0 samples"):
         rec.stop()
+
+
+def test_a_gapped_episode_is_committed_with_its_gaps_flagged_and_listed(tmp_path):
+    from robot_policy.data import SequenceDataset
+
+    rec = _recorder(tmp_path / "d.zarr", max_missing=2)  # not strict: the default
+    rec.start()
+    _feed(rec, drop_cam=(5, 6, 7, 9))
+    idx, report = rec.stop()
+    assert idx == 0 and report["missing"]["/cam/color/image_raw"] == 4
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    assert store.schema["valid"].names == ["/joint_states", "/cam/color/image_raw", "/joint_commands"]
+    valid = store.get_episode(0)["valid"]
+    # Frames 5-7 and 9 show an older camera frame: flagged in the camera's column only.
+    np.testing.assert_array_equal(np.nonzero(~valid[:, 1])[0], [5, 6, 7, 9])
+    assert valid[:, [0, 2]].all()
+    meta = store.episode_meta(0)
+    assert meta["frames_missing"]["/cam/color/image_raw"] == 4
+    assert [(g["stream"], g["frame"], g["frames"]) for g in meta["gaps"]] == [
+        ("/cam/color/image_raw", 5, 3),
+        ("/cam/color/image_raw", 9, 1),
+    ]
+    # Training never reads a flagged frame.
+    ds = SequenceDataset(store, ["cam_rgb"], n_obs_steps=1, horizon=2)
+    for i in range(len(ds)):
+        _, t = ds.locate(i)
+        assert not {t, t + 1} & {5, 6, 7, 9}
+
+
+def test_a_master_stream_gap_flags_the_frame_after_it(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr")
+    rec.start()
+    for k in range(20):
+        t = 100.0 + 0.1 * k
+        rec.add("/joint_commands", t - 0.05, {"action": np.full(2, k, np.float32)})
+        if k not in (8, 9, 10):  # the robot's control loop stalled for three ticks
+            rec.add("/joint_states", t, {"joint_pos": np.full(2, k, np.float32)})
+        rec.add("/cam/color/image_raw", t - 0.03, {"cam_rgb": np.full((4, 4, 3), k, np.uint8)})
+    rec.add("/joint_commands", 102.0 - 0.05, {"action": np.full(2, 20, np.float32)})
+    _, report = rec.stop()
+    assert report["missing"]["/joint_states"] == 3
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    ep = store.get_episode(0)
+    assert len(ep["joint_pos"]) == 17
+    np.testing.assert_array_equal(np.nonzero(~ep["valid"][:, 0])[0], [8])  # joint state 11
+    (gap,) = store.episode_meta(0)["gaps"]
+    assert gap["stream"] == "/joint_states" and gap["frame"] == 8 and gap["missing"] == 3
 
 
 def test_discard_writes_nothing_and_second_episode_appends(tmp_path):

@@ -19,6 +19,13 @@ Samples that break the assumption are counted as ``late``: a late master sample 
 
 Missing frames are counted incrementally with exactly the rule of :func:`count_missing`, over
 the window from the first complete frame to the last, so a doomed episode is known early.
+
+**Validity mask.** Every frame carries ``valid`` (``robot_policy.data.layout.VALID_KEY``): one
+bool per stream in use (``used_names()``), False where that stream had a gap at the frame: the
+samples after its picked one are missing (more than 1.5 periods until the next) and the first
+missing one was due by the frame; a command picked more than 1.5 periods after the frame; or,
+for the master stream, frames missing right before this one. ``gaps`` lists the runs of flagged frames, so
+a recording with a gap can still be committed and training can skip the windows across it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from robot_policy.data.layout import VALID_KEY
 
 
 @dataclass
@@ -138,6 +147,8 @@ class StreamAligner:
         self.frames = 0
         self.dropped = 0  # frames dropped waiting for a command (tail, or a refused gap)
         self.done = False
+        self.gaps: list[dict] = []  # runs of frames flagged in the validity mask, per stream
+        self._open_gap: dict[str, dict] = {}
 
     # -- input ---------------------------------------------------------------------------
     def add(self, name: str, stamp: float, values: dict[str, np.ndarray]) -> list[dict]:
@@ -173,6 +184,10 @@ class StreamAligner:
     def missing(self) -> dict[str, int]:
         """Missing frames per recorded stream so far (final after ``finish()``)."""
         return {s.name: self.counters[s.name].missing for s in self.used or []}
+
+    def used_names(self) -> list[str]:
+        """Streams in the validity mask, in column order (known from the first frame on)."""
+        return [s.name for s in self.used or []]
 
     def buffered(self) -> dict[str, int]:
         """Samples held per stream (the master's are the frames waiting to be final)."""
@@ -231,20 +246,48 @@ class StreamAligner:
 
     def _frame(self, t: float, master_values: dict) -> dict[str, np.ndarray]:
         frame: dict[str, np.ndarray] = {}
-        for s in self.used:
+        valid = np.ones(len(self.used), dtype=np.bool_)
+        for i, s in enumerate(self.used):
+            tolerance = 1.5 / s.rate
             if s.name == self.master:
                 v = master_values
+                valid[i] = self.t_last is None or t - self.t_last <= tolerance
             else:
                 j = bisect_right(s.stamps, t)
-                v = s.values[j - 1] if s.mode == "latest" else s.values[j]
+                if s.mode == "latest":
+                    v, picked = s.values[j - 1], s.stamps[j - 1]
+                    # Stale only across a real gap (samples missing after the picked one), and
+                    # only once the first missing sample was due: a stream sampled out of phase
+                    # with the master is up to one period old without having lost anything.
+                    after = s.stamps[j] if j < len(s.stamps) else self.horizon
+                    valid[i] = after - picked <= tolerance or t - picked <= 0.5 / s.rate
+                else:
+                    v, picked = s.values[j], s.stamps[j]
+                    valid[i] = picked - t <= tolerance
             for key in s.keys:
                 frame[key] = v[key]
+            self._track_gap(s.name, bool(valid[i]), t)
+        frame[VALID_KEY] = valid
         for s in self.streams.values():
             if s.fill is not None:
                 j = bisect_right(s.stamps, t) - 1
                 for key in s.keys:
                     frame[key] = s.values[j][key] if j >= 0 else s.fill[key]
         return frame
+
+    def _track_gap(self, name: str, ok: bool, t: float) -> None:
+        """Extend or close the run of flagged frames of stream ``name`` at frame ``self.frames``."""
+        run = self._open_gap.get(name)
+        if ok:
+            self._open_gap.pop(name, None)
+            return
+        if run is None:
+            run = {"stream": name, "frame": self.frames, "frames": 0, "t": round(t, 6)}
+            if name == self.master and self.t_last is not None:
+                run["missing"] = max(int(round((t - self.t_last) * self.streams[name].rate)) - 1, 1)
+            self.gaps.append(run)
+            self._open_gap[name] = run
+        run["frames"] += 1
 
     def _pop_master(self) -> None:
         m = self.streams[self.master]

@@ -10,10 +10,13 @@ frame is final (a bounded look-ahead, ``lookahead_s``).
 Frames are streamed into the episode store as they become final (``store.begin_episode()``,
 whose background thread compresses and writes blocks), so memory holds only the look-ahead
 window, whatever the episode length; a crash loses only the episode being recorded, and the
-store stays valid. Missing frames are counted per stream from gaps in its stamps; an episode
-where one stream misses more than ``max_missing`` frames is refused, naming the stream, so a
-dropped camera never silently duplicates frames into a dataset. A refused or discarded episode
-is dropped atomically: it was never visible, and its frames are removed from disk.
+store stays valid. Missing frames are counted per stream from gaps in its stamps. A gap never
+costs the demonstration: the episode is committed with a per-frame, per-stream validity mask
+(data key ``valid``) and its gaps listed in the episode metadata (``gaps``, ``frames_missing``),
+so training skips the windows across a gap instead of learning from duplicated frames. With
+``strict=True`` an episode where one stream misses more than ``max_missing`` frames is refused
+instead, naming the stream. A refused or discarded episode is dropped atomically: it was never
+visible, and its frames are removed from disk.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_policy.data.layout import GAPS_META, VALID_KEY
 from robot_policy.runtime.align import Stream, StreamAligner, count_missing
 
 __all__ = ["EpisodeRecorder", "RecorderError", "Stream", "count_missing"]
@@ -52,6 +56,7 @@ class EpisodeRecorder:
         key_specs: dict | None = None,
         lookahead_s: float = 2.0,
         on_problem: Callable[[str], None] | None = None,
+        strict: bool = False,
     ):
         self.path = Path(path)
         self.aligner = StreamAligner(streams, master, lookahead_s, max_missing)
@@ -60,6 +65,9 @@ class EpisodeRecorder:
         self.fps = float(fps)
         self.robot = robot
         self.max_missing = int(max_missing)
+        # strict: refuse an episode with more than max_missing missing frames in a stream
+        # (the pre-mask behaviour); otherwise commit it with the gaps flagged.
+        self.strict = bool(strict)
         self.key_specs = key_specs or {}
         self.recording = False
         self.meta: dict = {}
@@ -128,8 +136,11 @@ class EpisodeRecorder:
             return self.aligner.buffered()
 
     # -- writing -------------------------------------------------------------------------
+    def _too_many_missing(self) -> bool:
+        return self.strict and any(k > self.max_missing for k in self.aligner.missing().values())
+
     def _doomed(self) -> bool:
-        if self._error is None and all(k <= self.max_missing for k in self.aligner.missing().values()):
+        if self._error is None and not self._too_many_missing():
             return False
         if not self._told and self.on_problem is not None:
             self._told = True
@@ -142,9 +153,10 @@ class EpisodeRecorder:
         name, k = max(a.missing().items(), key=lambda kv: kv[1])
         late = f" ({a.late[name]} samples arrived late)" if a.late[name] else ""
         return (
-            f"stream '{name}' is missing {k} frames{late} (limit {self.max_missing}); episode not "
-            f"committed. Check that it publishes at {self.streams[name].rate:g} Hz, or raise "
-            "max_missing_frames (or lookahead_s if samples arrive late)."
+            f"stream '{name}' is missing {k} frames{late} (limit {self.max_missing}, strict); episode "
+            f"not committed. Check that it publishes at {self.streams[name].rate:g} Hz, raise "
+            "max_missing_frames (or lookahead_s if samples arrive late), or record without strict "
+            "refusal: the episode is then committed with its gaps flagged."
         )
 
     def _write(self, frames: list[dict]) -> None:
@@ -168,17 +180,27 @@ class EpisodeRecorder:
     def _begin(self, frame: dict[str, np.ndarray]) -> None:
         from robot_policy.data import EpisodeStore, KeySpec
 
+        specs = {**self.key_specs, VALID_KEY: {"names": self.aligner.used_names()}}
         if self.path.exists():
             store = EpisodeStore.open(self.path, mode="a")
             missing = sorted(set(store.schema) - set(frame))
             if missing:
                 store.close()
                 raise RecorderError(f"{self.path} expects keys {missing} that this recording lacks")
+            if (
+                VALID_KEY in store.schema
+                and list(store.schema[VALID_KEY].names or []) != specs[VALID_KEY]["names"]
+            ):
+                store.close()
+                raise RecorderError(
+                    f"{self.path} masks streams {store.schema[VALID_KEY].names}, this recording has "
+                    f"{specs[VALID_KEY]['names']}: record into a new dataset"
+                )
         else:
             schema = {}
             for k, v in frame.items():
                 v = np.asarray(v)
-                schema[k] = KeySpec(dtype=v.dtype.name, shape=v.shape, **dict(self.key_specs.get(k, {})))
+                schema[k] = KeySpec(dtype=v.dtype.name, shape=v.shape, **dict(specs.get(k, {})))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(self.path, schema, fps=self.fps, robot=self.robot)
             self._created = True
@@ -240,14 +262,21 @@ class EpisodeRecorder:
             raise RecorderError("streams do not overlap in time: no frame has every input")
         missing = a.missing()
         if missing.get(self.master) is not None:
-            missing[self.master] += self._tail_missing()
+            tail = self._tail_missing()
+            missing[self.master] += tail
             a.counters[self.master].missing = missing[self.master]  # for the message
-        if any(v > self.max_missing for v in missing.values()):
+            if tail and not any(g.get("tail") for g in a.gaps):
+                # The stream stopped before the stop request: no frame to flag, but listed.
+                a.gaps.append(
+                    {"stream": self.master, "frame": a.frames, "frames": 0, "missing": tail, "tail": True}
+                )
+        if self._too_many_missing():
             raise RecorderError(self._missing_message())
         if self._error is not None:
             raise self._error
         return {
             "missing": missing,
+            "gaps": [dict(g) for g in a.gaps],
             "frames": a.frames,
             "duration_s": float(a.t_last - a.t_first),
             "late": {k: v for k, v in a.late.items() if v},
@@ -280,6 +309,7 @@ class EpisodeRecorder:
                 meta_out = {
                     **self.meta,
                     "frames_missing": report["missing"],
+                    GAPS_META: report["gaps"],
                     "duration_s": report["duration_s"],
                 }
                 self._writer.update_meta(meta_out)

@@ -181,15 +181,19 @@ class URArm(Arm):
 
     # -- the fast loop ---------------------------------------------------------------------
     def period_start(self) -> Any:
-        if self._ctrl is None:
+        ctrl = self._ctrl
+        if ctrl is None:
             return super().period_start()
-        return ("rtde", self._ctrl.initPeriod())
+        return (ctrl, ctrl.initPeriod())
 
     def period_wait(self, token: Any, wake: threading.Event) -> None:
-        if isinstance(token, tuple) and token[0] == "rtde" and self._ctrl is not None:
-            self._ctrl.waitPeriod(token[1])
-        else:
-            super().period_wait(token if not isinstance(token, tuple) else 0.0, wake)
+        if not isinstance(token, tuple):
+            return super().period_wait(token, wake)
+        ctrl, t_start = token
+        if ctrl is self._ctrl:
+            ctrl.waitPeriod(t_start)
+        else:  # reconnected during this tick: the old interface's period is void
+            wake.wait(self._dt)
 
     def read(self) -> JointState:
         if self._recv is None or not self._recv.isConnected():
