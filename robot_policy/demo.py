@@ -122,10 +122,6 @@ def evaluate_ros(cfg: DemoConfig, ckpt: Path, out: Path) -> dict:
         "checkpoint": str(ckpt.resolve()),
         "dataset": str((out / "eval.zarr").resolve()),
         "seed": str(cfg.seed),
-        # The evaluation is the demo's product and its recording a by-product: on a loaded
-        # 2-core machine the recorder has seen gaps of 15-20 frames in /joint_states alone
-        # (cause not found yet), and refusing the whole episode for that would lose it.
-        "max_missing_frames": "40",
     }
     from robot_policy import resources  # the checkout's launch/, else the installed copy
 

@@ -50,6 +50,8 @@ class _Robot:
         """Joint speed over the recent window if it exceeds the limit, else None; records q."""
         now = time.monotonic()
         w = self._window
+        if not w:  # baseline: where the robot is, one period ago
+            w.append((now - period, self.q.copy()))
         if w:
             t0, q0 = w[0]
             dt = max(now - t0, period * len(w))
@@ -103,7 +105,7 @@ class FakeRTDEControl:
         if frequency not in (125.0, 500.0):
             robot.violate(f"RTDEControlInterface frequency {frequency}: 125 (CB3) or 500 (e-series)")
         self.r, self.dt = robot, 1.0 / frequency
-        self._connected, self._script_stopped = True, False
+        self._connected, self._script_stopped, self._lost = True, False, False
         self._period: float | None = None
         self._servoed_in_period = False
         robot.program_running = robot.safety_mode == 1  # the control script is uploaded at construction
@@ -114,7 +116,8 @@ class FakeRTDEControl:
             self.r.violate(f"{name}() after disconnect()")
         if self._script_stopped:
             self.r.violate(f"{name}() after stopScript(): the control script is gone")
-        if not self.r.up:
+        if self._lost or not self.r.up:
+            self._lost = True  # a dropped interface stays dropped: reconnect with new interfaces
             raise RuntimeError(f"ur_rtde: {name}: RTDE control connection lost")
 
     def initPeriod(self):
@@ -185,7 +188,8 @@ class FakeRTDEControl:
         return self.r.program_running and not self._script_stopped
 
     def isConnected(self):
-        return self._connected and self.r.up
+        self._lost = self._lost or not self.r.up
+        return self._connected and not self._lost
 
     def disconnect(self):
         self.r.log.append(("disconnect",))
@@ -195,7 +199,7 @@ class FakeRTDEControl:
 class FakeRTDEReceive:
     def __init__(self, robot: FakeURRobot, host: str):
         _ur_connect(robot, host)
-        self.r, self._connected = robot, True
+        self.r, self._connected, self._lost = robot, True, False
 
     def _check(self, name):
         if not self._connected:
@@ -223,7 +227,8 @@ class FakeRTDEReceive:
         return self.r.safety_mode in (6, 7)
 
     def isConnected(self):
-        return self._connected and self.r.up
+        self._lost = self._lost or not self.r.up
+        return self._connected and not self._lost
 
     def disconnect(self):
         self._connected = False
@@ -282,7 +287,8 @@ class FakeXArmAPI:
 
     @property
     def connected(self):
-        return self._open and self.r.up
+        self._open = self._open and self.r.up  # a dropped connection stays dropped for this object
+        return self._open
 
     error_code = property(lambda self: self.r.error_code)
     warn_code = property(lambda self: self.r.warn_code)

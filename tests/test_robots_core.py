@@ -270,6 +270,7 @@ def test_estop_stops_at_once_refuses_commands_and_reset_holds_where_the_arm_is(c
     n = len(arm.sent)
     q_stopped = arm.q.copy()
     assert not ctl.submit_target([0.0, 0.0, 0.0]) and "e-stop" in ctl.status()["last_rejection"]
+    assert not ctl.submit_trajectory([0.1], [[0.0, 0.0, 0.0]]) and not ctl.status()["trajectory_active"]
     ticks = ctl.status()["ticks"]
     wait_until(lambda: ctl.status()["ticks"] > ticks + 20, "more ticks")
     assert len(arm.sent) == n, "nothing is written while the e-stop is latched"

@@ -9,7 +9,6 @@ Real devices: ``ROBOT_POLICY_HARDWARE=1`` with ``ROBOT_POLICY_UR_HOST`` / ``ROBO
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -113,10 +112,10 @@ def test_ur_nan_and_out_of_limit_commands_never_reach_servoj(ur):
     robot, ctl = ur
     assert not ctl.submit_target([np.nan] * 6)
     assert not ctl.submit_trajectory([0.1], [[0.0] * 5])
-    assert ctl.submit_target(robot.q + [0.0, 0.0, 5.0, 0.0, 0.0, 0.0])  # elbow clamped to pi
-    wait_until(lambda: robot.q[2] == pytest.approx(math.pi), "the clamped elbow target")
+    assert ctl.submit_target(robot.q + [0.0, 0.0, 5.0, 0.0, 0.0, 0.0])  # elbow clamped to its limit
+    wait_until(lambda: robot.q[2] == pytest.approx(3.1416), "the clamped elbow target (ur5e.yaml limit)")
     servo = np.array([c[1] for c in robot.log if c[0] == "servoJ"])
-    assert np.isfinite(servo).all() and servo[:, 2].max() <= math.pi + 1e-12
+    assert np.isfinite(servo).all() and servo[:, 2].max() <= 3.1416 + 1e-12
     assert robot.safety_mode == 1, "the rate-limited stream never jumped"
 
 
@@ -127,8 +126,8 @@ def test_ur_protective_stop_is_a_fault_until_cleared_then_the_script_is_reupload
     robot.protective_stop()
     wait_until(lambda: "protective stop" in ctl.status()["fault"], "the fault")
     wait_until(lambda: "teach pendant" in ctl.status()["last_recover_error"], "a refused recovery")
-    st = ctl.status()
-    assert st["running"] and st["arm"]["protective_stop"] and not st["trajectory_active"]
+    wait_until(lambda: ctl.status()["arm"]["protective_stop"], "the backend status snapshot")
+    assert ctl.status()["running"] and not ctl.status()["trajectory_active"]
     assert not ctl.submit_target(robot.q)
     q_stop = robot.q.copy()
     robot.clear_protective_stop()
@@ -209,9 +208,11 @@ def test_xarm_trajectory_and_gripper_in_servo_mode(xarm):
     assert ctl.submit_trajectory([0.3, 0.6], [np.append((q0 + end) / 2, 0.0), np.append(end, 1.0)])
     wait_until(lambda: np.allclose(robot.q, end, atol=1e-9), "the last point")
     assert robot.gripper_pos == pytest.approx(0.0)  # closed
-    wait_until(lambda: ctl.state().position[-1] < 0.005, "gripper width in the state")
-    st = ctl.state()
-    assert st.names[-1] == "drive_joint" and st.position[:7] == pytest.approx(end)
+    # The state is read at the start of a tick: it shows the last target one tick later.
+    wait_until(
+        lambda: np.allclose(ctl.state().position[:7], end) and ctl.state().position[-1] < 0.005, "state"
+    )
+    assert ctl.state().names[-1] == "drive_joint"
     assert ctl.status()["fault_count"] == 0 and "servo" in ctl.status()["arm"]["mode"]
 
 

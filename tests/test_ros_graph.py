@@ -36,9 +36,7 @@ def graph(tmp_path_factory):
     (tmp / "hw.yaml").write_text(yaml.safe_dump(hw))
     g = Graph(
         "sim.launch.xml",
-        # Tolerant refusal threshold (refusal is tested in test_runtime_recorder.py): on a
-        # saturated 2-core machine the recorder has seen 10-20 frame gaps (docs/ros.md).
-        {"dataset": str(tmp / "rec.zarr"), "hardware": str(tmp / "hw.yaml"), "max_missing_frames": "40"},
+        {"dataset": str(tmp / "rec.zarr"), "hardware": str(tmp / "hw.yaml")},
         tmp / "graph.log",
     )
     c = g.client

@@ -170,3 +170,26 @@ def test_event_stream_fills_before_first_sample_and_never_counts_missing(tmp_pat
     rec.stop()
     flag = EpisodeStore.open(tmp_path / "d.zarr").get_episode(0)["intervention"][:, 0]
     np.testing.assert_array_equal(flag, [0, 0, 0, 0, 0, 1, 1, 1, 0, 0])
+
+
+def test_stream_watch_reports_a_silent_stream_once_until_it_returns():
+    from robot_policy.runtime.recorder import StreamWatch
+
+    w = StreamWatch({"/joint_states": 20.0, "/cam": 10.0, "/opt": 20.0}, periods=3.0, optional={"/opt"})
+    w.restart(0.0)
+    for k in range(1, 5):  # joints keep coming every 50 ms, the camera never does
+        w.seen("/joint_states", 0.05 * k)
+    assert w.newly_stalled(0.2) == []  # 200 ms < 3 camera periods (300 ms)
+    (stall,) = w.newly_stalled(0.31)
+    assert stall[0] == "/cam" and stall[1] == pytest.approx(0.31)
+    # Told once per stall: at 0.5 s only the joints are new (silent since 0.2 s).
+    assert [n for n, _ in w.newly_stalled(0.5)] == ["/joint_states"]
+    assert set(w.stalled(0.5)) == {"/cam", "/joint_states"}
+    w.seen("/cam", 0.6)
+    w.seen("/joint_states", 0.6)
+    assert w.newly_stalled(0.65) == []
+    assert sorted(n for n, _ in w.newly_stalled(1.0)) == ["/cam", "/joint_states"]  # ...and again later
+    assert "/opt" not in w.stalled(10.0)  # optional and never seen: not watched
+    assert w.stalls_total == 4
+    with pytest.raises(ValueError, match="stall_warn_periods"):
+        StreamWatch({"/x": 10.0}, periods=1.0)

@@ -85,7 +85,11 @@ class ArmController:
                 f"hardware config '{self.hw.name}' names gripper_joint '{self.hw.gripper_joint}' but "
                 f"arm_config.gripper is false; set gripper_joint: null to run without a gripper"
             )
-        self.arm.connect()
+        try:
+            self.arm.connect()
+        except BaseException:
+            self._quietly(self.arm.disconnect)  # e.g. a franky-sim it started before failing
+            raise
         if self.hw.gripper_joint and self.arm.gripper is None:
             self.arm.disconnect()
             raise ValueError(
@@ -105,11 +109,15 @@ class ArmController:
         if self._thread is not None:
             self._thread.join(timeout=10.0)
             self._thread = None
-        for fn in (self.arm.stop, self.arm.disconnect):
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - best effort on a possibly dead connection
-                log.warning("%s during close: %s", fn.__name__, e)
+        self._quietly(self.arm.stop)
+        self._quietly(self.arm.disconnect)
+
+    @staticmethod
+    def _quietly(fn) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - best effort on a possibly dead connection
+            log.warning("%s during close: %s", getattr(fn, "__name__", fn), e)
 
     def __enter__(self) -> ArmController:
         return self.start()
@@ -142,6 +150,8 @@ class ArmController:
             if not self._accepting():
                 return False
             try:
+                if self.safety.status.estopped:
+                    raise CommandRejected("e-stop is latched; call reset_estop() (the /estop_reset service)")
                 pts = np.asarray(points, dtype=np.float64)
                 if pts.ndim != 2 or len(pts) == 0:
                     raise CommandRejected(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -73,6 +74,11 @@ def run_node(factory: Callable[[], Node], threads: int = 2) -> int:
     code = 0
     try:
         node = factory()
+        # Everything built so far (imports, models, scenes) lives as long as the process: move
+        # it out of the collector's reach, so full collections stay short. Measured in the
+        # recorder before this: 50-135 ms gen-2 pauses every 5-10 s while recording.
+        gc.collect()
+        gc.freeze()
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         executor.spin()

@@ -13,6 +13,7 @@ episode.
 from __future__ import annotations
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -28,7 +29,7 @@ class RecorderNode(Node):
     def __init__(self):
         super().__init__("recorder")
         from robot_policy.hardware.config import load_hardware_config
-        from robot_policy.runtime.recorder import EpisodeRecorder, Stream
+        from robot_policy.runtime.recorder import EpisodeRecorder, Stream, StreamWatch
 
         self.hw = load_hardware_config(
             declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
@@ -36,7 +37,23 @@ class RecorderNode(Node):
         dataset = declare(self, "dataset", "datasets/recording.zarr", "episode store to create or append to")
         fps = declare(self, "fps", 0.0, "dataset fps (0: the control rate)") or self.hw.control_hz
         max_missing = declare(
-            self, "max_missing_frames", 5, "refuse to commit when a stream misses more frames"
+            self,
+            "max_missing_frames",
+            5,
+            "strict_gaps only: refuse to commit when a stream misses more frames than this",
+        )
+        strict = declare(
+            self,
+            "strict_gaps",
+            False,
+            "refuse episodes with more than max_missing_frames missing in a stream (default: commit "
+            "them with the gaps flagged in data/valid and listed in the episode metadata)",
+        )
+        self.stall_after = declare(
+            self,
+            "stall_warn_periods",
+            3.0,
+            "warn (log + /diagnostics) as soon as a stream sends nothing for this many of its periods",
         )
         lookahead = declare(
             self, "lookahead_s", 2.0, "how late (s) a sample may arrive behind the newest one; memory window"
@@ -87,8 +104,17 @@ class RecorderNode(Node):
             specs,
             lookahead,
             on_problem=lambda msg: self.get_logger().error(msg),
+            strict=strict,
         )
         self.success: bool | None = None
+        self.watch = StreamWatch(
+            {st.name: st.rate for st in streams if st.fill is None},
+            self.stall_after,
+            optional={st.name for st in streams if not st.required},
+        )
+        self.pub_diag = self.create_publisher(DiagnosticArray, conv.DIAGNOSTICS, 10)
+        self.create_timer(0.05, self._check_streams)
+        self.create_timer(1.0, self._publish_diagnostics)
 
         self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, RECORD_QOS)
         self.create_subscription(JointState, conv.JOINT_COMMANDS, self._on_cmd, RECORD_QOS)
@@ -118,19 +144,55 @@ class RecorderNode(Node):
         except KeyError as e:
             self.get_logger().error(str(e), throttle_duration_sec=5.0)
             return
-        self.rec.add(conv.JOINT_STATES, convert.from_time(msg.header.stamp), vals)
+        self._add(conv.JOINT_STATES, convert.from_time(msg.header.stamp), vals)
+
+    def _add(self, stream: str, stamp: float, values: dict) -> None:
+        self.watch.seen(stream, now_s(self))
+        self.rec.add(stream, stamp, values)
+
+    def _check_streams(self) -> None:
+        """Tell the operator at once when a stream stops arriving during an episode."""
+        if not self.rec.recording:
+            return
+        for name, silent in self.watch.newly_stalled(now_s(self)):
+            self.get_logger().warning(
+                f"stream '{name}' has sent nothing for {silent * 1e3:.0f} ms while recording: the "
+                "episode will have a gap there (flagged in data/valid); check its publisher"
+            )
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        now = now_s(self)
+        stalled = self.watch.stalled(now) if self.rec.recording else {}
+        missing = self.rec.missing() if self.rec.recording else {}
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if stalled else DiagnosticStatus.OK,
+            name="recorder: streams",
+            hardware_id=self.hw.name,
+            message=("stalled: " + ", ".join(sorted(stalled))) if stalled else "ok",
+        )
+        values = {
+            "recording": self.rec.recording,
+            "frames": self.rec.frames_written,
+            **{f"missing {k}": v for k, v in missing.items()},
+            **{f"stalled_ms {k}": f"{v * 1e3:.0f}" for k, v in stalled.items()},
+            "stalls_total": self.watch.stalls_total,
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [status]
+        self.pub_diag.publish(msg)
 
     def _on_cmd(self, msg: JointState) -> None:
-        self.rec.add(
+        self._add(
             conv.JOINT_COMMANDS,
             convert.from_time(msg.header.stamp),
             {"action": np.asarray(msg.position, np.float32)},
         )
 
     def _on_state(self, msg: JointState) -> None:
-        self.rec.add(
-            conv.SIM_OBSERVATION, convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg)
-        )
+        self._add(conv.SIM_OBSERVATION, convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg))
 
     def _on_flag(self, msg: Bool) -> None:
         stamp = self.get_clock().now().nanoseconds * 1e-9
@@ -139,7 +201,7 @@ class RecorderNode(Node):
     def _on_img(self, msg: Image, topic: str, cam: str) -> None:
         if self.rec.recording:
             f = convert.image_to_frame(msg, cam)
-            self.rec.add(topic, f.stamp, {conv.image_key(cam): f.image})
+            self._add(topic, f.stamp, {conv.image_key(cam): f.image})
 
     def _srv_start(self, req, resp):
         if self.rec.recording:
@@ -149,6 +211,7 @@ class RecorderNode(Node):
             )
             return resp
         self.success = None
+        self.watch.restart(now_s(self))
         self.rec.start(
             {"task": self.task, "operator": self.operator, "robot": self.hw.name}, t_start=now_s(self)
         )
@@ -169,6 +232,8 @@ class RecorderNode(Node):
             return resp
         resp.success = True
         resp.message = f"episode {idx} committed: {report['frames']} frames, missing {report['missing']}"
+        if report["gaps"]:
+            resp.message += f", gaps {[(g['stream'], g['frame'], g['frames']) for g in report['gaps']]}"
         if report["late"]:
             resp.message += f", late {report['late']}"
         self.get_logger().info(f"{resp.message} (received {report['received']})")

@@ -26,6 +26,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from robot_policy import conventions as conv
+from robot_policy.hardware.pacing import PacingStats, TickPacer
 from robot_policy.ros import convert
 from robot_policy.ros._node import COMMAND_QOS, SENSOR_QOS, declare, now_s, run_node
 from robot_policy.types import Frame
@@ -45,6 +46,14 @@ class SimNode(Node):
         self.realtime = declare(
             self, "realtime", True, "pace ticks at control_hz (false: as fast as possible)"
         )
+        self.max_catch_up = declare(
+            self,
+            "max_catch_up_s",
+            0.5,
+            "a late control loop runs missed ticks at once up to this far behind; beyond it the "
+            "ticks are skipped and reported as a stall",
+        )
+        self.pacing = PacingStats()
         self.hw = load_hardware_config(hw_name)
         self._make_robot = lambda: SimRobot(self.hw, task=task or None, seed=seed)
         self.robot = None  # built in the control thread: the GL context is bound to one thread
@@ -178,27 +187,41 @@ class SimNode(Node):
             self.robot.close()
 
     def _run(self) -> None:
-        next_t = time.monotonic()
+        # Ticks sit on a fixed grid; a late tick runs at once and keeps its due time as its
+        # stamp, so a hiccup of the process never leaves a hole in the published streams (a
+        # re-anchored schedule dropped ticks: the recorder counted missing frames and refused
+        # demonstrations). Only a stall longer than max_catch_up_s gives up ticks, reported.
+        pacer = TickPacer(self.dt, self.max_catch_up, stop=self._stop, on_stall=self._on_stall)
+        self.pacing = pacer.stats
         k = 0
         while not self._stop.is_set():
+            if self.realtime:
+                tick = pacer.wait()
+                # The grid time on the graph's clock: same offset for command and capture.
+                t_cmd = now_s(self) - (time.monotonic() - tick.due)
+            else:
+                t_cmd = now_s(self)
             while not self._jobs.empty():
                 self._jobs.get_nowait()()
-            t_cmd = now_s(self)
+            t0 = time.monotonic()
             with self.lock:
                 res = self.robot.tick(t_cmd)
-            # Capture stamp: after the physics step, when the observation exists. The command
-            # keeps the time it was applied, so the recorder pairs each observation with the
-            # command that followed it.
-            res.stamp = now_s(self)
+            # Capture stamp: after the physics step, when the observation exists (its compute
+            # time after the command, capped at a quarter period so a slow tick cannot push it
+            # toward the next command's stamp, which would make the pairing ambiguous). The
+            # command keeps the time it was applied, so the recorder pairs each observation with
+            # the command that followed it.
+            res.stamp = t_cmd + min(time.monotonic() - t0, 0.25 * self.dt)
             self._publish(res, k, t_cmd)
             k += 1
-            if self.realtime:
-                next_t += self.dt
-                delay = next_t - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                else:
-                    next_t = time.monotonic()  # fell behind: do not try to catch up in a burst
+
+    def _on_stall(self, stall) -> None:
+        # Told at once, not at the end of the episode: the streams have a hole now.
+        self.get_logger().warning(
+            f"control loop stalled {stall.seconds * 1e3:.0f} ms: {stall.skipped} ticks skipped "
+            f"(more than max_catch_up_s={self.max_catch_up:g} behind); recordings flag the gap"
+        )
+        self._publish_diagnostics()
 
     def _publish(self, res, k: int, t_cmd: float) -> None:
         obs, stamp = res.obs, res.stamp
@@ -261,8 +284,33 @@ class SimNode(Node):
         status = DiagnosticStatus(level=level, name="sim: safety", hardware_id=self.hw.name)
         status.message = "e-stop latched" if st.estopped else "watchdog hold" if st.watchdog_tripped else "ok"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg.status = [status]
+        msg.status = [status, self._loop_status()]
         self.pub_diag.publish(msg)
+
+    def _loop_status(self) -> DiagnosticStatus:
+        """The control loop's own timeline: what the publisher did, to compare with what a
+        subscriber received (``robot-policy bench record``)."""
+        pc = self.pacing
+        last = pc.stalls[-1] if pc.stalls else None
+        recent = last is not None and time.monotonic() - last.resumed < 10.0
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if recent else DiagnosticStatus.OK,
+            name="sim: control loop",
+            hardware_id=self.hw.name,
+            message=(
+                f"stalled {last.seconds * 1e3:.0f} ms, {last.skipped} ticks skipped" if recent else "on time"
+            ),
+        )
+        values = {
+            "ticks": pc.ticks,
+            "late_ticks": pc.late_ticks,
+            "max_lateness_ms": f"{pc.max_lateness * 1e3:.1f}",
+            "stalls": len(pc.stalls),
+            "skipped_ticks": pc.skipped_ticks,
+            "max_catch_up_s": self.max_catch_up,
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        return status
 
     def close(self) -> None:
         self._stop.set()

@@ -33,13 +33,52 @@ import numpy as np
 from robot_policy.data.layout import GAPS_META, VALID_KEY
 from robot_policy.runtime.align import Stream, StreamAligner, count_missing
 
-__all__ = ["EpisodeRecorder", "RecorderError", "Stream", "count_missing"]
+__all__ = ["EpisodeRecorder", "RecorderError", "Stream", "StreamWatch", "count_missing"]
 
 log = logging.getLogger(__name__)
 
 
 class RecorderError(RuntimeError):
     """The episode cannot be committed (message names the stream and what went wrong)."""
+
+
+class StreamWatch:
+    """Arrival watchdog: which streams have sent nothing for ``periods`` of their period.
+
+    The aligner only sees a gap once the look-ahead has passed; an operator should hear about a
+    dead camera the moment it stops, while the demonstration can still be redone. Optional
+    streams are watched once they have been seen.
+    """
+
+    def __init__(self, rates: dict[str, float], periods: float = 3.0, optional: set[str] | None = None):
+        if periods <= 1.0:
+            raise ValueError(f"stall_warn_periods must be > 1 period, got {periods}")
+        self.limits = {name: periods / rate for name, rate in rates.items()}
+        self.optional = set(optional or ())
+        self.last: dict[str, float] = {}
+        self._reported: set[str] = set()
+        self.stalls_total = 0
+
+    def restart(self, now: float) -> None:
+        """A new episode: silence counts from now."""
+        self.last = {n: now for n in self.limits if n not in self.optional}
+        self._reported.clear()
+
+    def seen(self, name: str, now: float) -> None:
+        if name in self.limits:
+            self.last[name] = now
+            self._reported.discard(name)
+
+    def stalled(self, now: float) -> dict[str, float]:
+        """``{stream: seconds silent}`` for streams silent longer than their limit."""
+        return {n: now - t for n, t in self.last.items() if now - t > self.limits[n]}
+
+    def newly_stalled(self, now: float) -> list[tuple[str, float]]:
+        """Stalls not reported yet (each stall is reported once, until the stream comes back)."""
+        out = [(n, d) for n, d in self.stalled(now).items() if n not in self._reported]
+        self._reported.update(n for n, _ in out)
+        self.stalls_total += len(out)
+        return out
 
 
 class EpisodeRecorder:
@@ -129,6 +168,11 @@ class EpisodeRecorder:
     def counts(self) -> dict[str, int]:
         """Samples received per stream in this episode."""
         return dict(self.aligner.received)
+
+    def missing(self) -> dict[str, int]:
+        """Missing frames per stream so far in this episode (final ones only)."""
+        with self._lock:
+            return self.aligner.missing()
 
     def buffered(self) -> dict[str, int]:
         """Samples held in memory per stream: the look-ahead window, not the episode."""

@@ -29,6 +29,8 @@ from robot_policy.types import JointState
 
 log = logging.getLogger("robot_policy.robots.franka")
 
+_KEEP_ALIVE: list = []
+"""Gripper objects with an action still pending when dropped (see FrankyGripper.release)."""
 PROTECTIVE_MODES = ("Reflex", "UserStopped")
 """franky RobotMode names during which the robot refuses motion until recovered / released."""
 
@@ -82,6 +84,7 @@ class FrankyGripper(Gripper):
     """
 
     def __init__(self, franky, hostname: str, config: FrankaConfig):
+        self._franky, self._device = franky, f"Franka Hand at {hostname}"
         self._g = franky.Gripper(hostname)
         self._cfg = config
         self.max_width = float(self._g.max_width) or 0.08
@@ -117,16 +120,26 @@ class FrankyGripper(Gripper):
         self._sent = closed
 
     def read(self) -> GripperState:
-        st = self._g.state
+        with _SDKCall(self._franky, self._device, "read the gripper state"):
+            st = self._g.state
         moving = self._future is not None and not self._future.wait(0.0)
         return GripperState(
             width=float(st.width), stamp=time.monotonic(), grasped=bool(st.is_grasped), moving=moving
         )
 
     def stop(self) -> None:
-        self._g.stop_async()
+        # Deliberately not franky's Gripper.stop(): with franky 2.0 / franky-sim a stop during a
+        # move leaves the action's future unresolved and the next gripper command hanging. The
+        # Hand finishes its current action (at most ~2 s, force-limited); the arm is what stops.
+        pass
+
+    def release(self, wait_s: float) -> None:
+        """Drop the SDK objects. An unfinished action's future must not outlive its Gripper
+        (franky 2.0 segfaults deleting it afterwards): wait for it, else keep both alive."""
+        f = self._future
+        if f is not None and not f.wait(wait_s):
+            _KEEP_ALIVE.append((self._g, f))
         self._future = None
-        self._sent = None
 
     def status(self) -> dict[str, Any]:
         state = {True: "closed", False: "open", None: "unknown"}[self._sent]
@@ -154,6 +167,7 @@ class FrankaArm(Arm):
         self._sim: FrankySimServer | None = None
         self._last_sent: np.ndarray | None = None
         self._dq_max = np.zeros(7)
+        self._brake = np.zeros(7)
         self._mode = "disconnected"
         self._faults: list[str] = []
         self._last_error = ""
@@ -174,6 +188,9 @@ class FrankaArm(Arm):
             robot.relative_dynamics_factor = cfg.relative_dynamics_factor
             # Ruckig rejects a target velocity above its (scaled) limit: keep the feed-forward below.
             self._dq_max = 0.95 * cfg.relative_dynamics_factor * np.asarray(robot.joint_velocity_limit.get())
+            self._brake = (
+                0.5 * cfg.relative_dynamics_factor * np.asarray(robot.joint_acceleration_limit.get())
+            )
             gripper = (
                 FrankyGripper(franky, cfg.hostname, cfg) if cfg.gripper and self.hw.gripper_joint else None
             )
@@ -205,11 +222,15 @@ class FrankaArm(Arm):
                 return
             except (franky.Exception, RuntimeError) as e:
                 log.warning("Franka: in-place recovery failed (%s); reconnecting", e)
+                self._lost = True
         self._drop()
         self.connect()
 
     def _drop(self) -> None:
-        # Dropping the last reference closes libfranka's connection.
+        # Dropping the last reference closes libfranka's connection. A live Hand gets a few
+        # seconds to finish its action; a lost one none (its future will never resolve).
+        if isinstance(self.gripper, FrankyGripper):
+            self.gripper.release(wait_s=0.0 if self._lost else 5.0)
         self._robot, self.gripper, self._last_sent = None, None, None
         self._mode = "disconnected"
 
@@ -237,7 +258,11 @@ class FrankaArm(Arm):
         # Arrive at q moving at dq: planning to stop at every streamed target would make the arm
         # crawl behind a moving target. return_when_finished=False keeps the control loop alive
         # (holding the last target), so the next target takes over without restarting it.
-        dq = np.clip(dq, -self._dq_max, self._dq_max)
+        # Arrive slowly enough near a joint limit to stop before it (a target velocity at the limit
+        # would make the planner overshoot it): |dq| <= sqrt(2 * a * distance to the limit ahead).
+        ahead = np.where(dq > 0, self.upper - q, q - self.lower)
+        cap = np.minimum(self._dq_max, np.sqrt(2.0 * self._brake * np.maximum(ahead, 0.0)))
+        dq = np.clip(dq, -cap, cap)
         motion = franky.JointMotion(franky.JointState(q, dq), return_when_finished=False)
         with self._sdk("send a JointMotion"):
             try:
@@ -275,8 +300,16 @@ class FrankaArm(Arm):
             "last_error": self._last_error,
         }
 
-    def _sdk(self, what: str):
-        return _SDKCall(self, what)
+    def _sdk(self, what: str) -> _SDKCall:
+        if self._robot is None:
+            raise ArmError(f"Franka at {self.config.hostname}: cannot {what}: not connected")
+        return _SDKCall(self._franky, f"Franka at {self.config.hostname}", what, self._on_error)
+
+    def _on_error(self, exc: Exception, network: bool) -> None:
+        if network:
+            self._lost = True
+            self._mode = "connection lost"
+        self._last_error = f"{type(exc).__name__}: {exc}"
 
 
 def _preempted(e: Exception) -> bool:
@@ -284,32 +317,25 @@ def _preempted(e: Exception) -> bool:
 
 
 class _SDKCall:
-    """Turns franky exceptions into ArmError, marking the connection lost on network errors
-    (franky raises NetworkException or a bare RuntimeError('Net Exception'))."""
+    """Turns franky exceptions into ArmError naming the device, the action and whether the
+    connection is lost (franky raises NetworkException, or a bare RuntimeError('Net Exception')
+    from a property read; other RuntimeErrors, e.g. the motion planner's, are robot errors)."""
 
-    def __init__(self, arm: FrankaArm, what: str):
-        self.arm, self.what = arm, what
+    def __init__(self, franky, device: str, what: str, on_error=None):
+        self.franky, self.device, self.what, self.on_error = franky, device, what, on_error
 
     def __enter__(self):
-        if self.arm._robot is None:
-            raise ArmError(f"Franka: cannot {self.what}: not connected")
+        return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc is None or isinstance(exc, ArmError):
             return False
-        franky = self.arm._franky
-        if not isinstance(exc, (franky.Exception, RuntimeError)):
+        if not isinstance(exc, (self.franky.Exception, self.franky.GripperException, RuntimeError)):
             return False  # a bug, not a robot condition: let it surface as it is
-        # franky raises NetworkException, or a bare RuntimeError('Net Exception') from a property
-        # read; other RuntimeErrors (e.g. the motion planner's) are robot errors.
-        network = isinstance(exc, franky.NetworkException) or (
+        network = isinstance(exc, self.franky.NetworkException) or (
             isinstance(exc, RuntimeError) and "net" in str(exc).lower()
         )
-        if network:
-            self.arm._lost = True
-            self.arm._mode = "connection lost"
-        self.arm._last_error = f"{type(exc).__name__}: {exc}"
+        if self.on_error is not None:
+            self.on_error(exc, network)
         kind = "connection lost" if network else "robot error"
-        raise ArmError(
-            f"Franka at {self.arm.config.hostname}: {kind} while trying to {self.what}: {exc}"
-        ) from exc
+        raise ArmError(f"{self.device}: {kind} while trying to {self.what}: {exc}") from exc

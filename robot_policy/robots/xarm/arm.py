@@ -100,7 +100,11 @@ class XArmGripper(Gripper):
         c = self._cfg
         frac = (float(np.clip(value, -1.0, 1.0)) + 1.0) / 2.0  # 0 open .. 1 closed
         pulse = c.gripper_open_pulse + (c.gripper_closed_pulse - c.gripper_open_pulse) * frac
-        if self._last_pulse is not None and abs(pulse - self._last_pulse) < c.gripper_deadband_pulse:
+        at_end = pulse in (c.gripper_open_pulse, c.gripper_closed_pulse)  # never stop short of open/closed
+        if self._last_pulse is not None and (
+            pulse == self._last_pulse
+            or (abs(pulse - self._last_pulse) < c.gripper_deadband_pulse and not at_end)
+        ):
             return
         _check(self._api, "set_gripper_position", self._api.set_gripper_position(pulse, wait=False))
         self._last_pulse = pulse
