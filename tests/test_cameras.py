@@ -9,15 +9,14 @@ import time
 import numpy as np
 import pytest
 
+from robot_policy.camera_model import IntrinsicsError
 from robot_policy.cameras import (
     CAMERAS,
     CameraError,
-    CameraTimeout,
     camera_config,
     make_camera,
     options_from_hardware,
 )
-from robot_policy.camera_model import IntrinsicsError
 from robot_policy.config import ConfigError
 from robot_policy.hardware.config import CameraConfig as HardwareCamera
 

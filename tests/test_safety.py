@@ -115,3 +115,16 @@ def test_shipped_hardware_configs_load():
     for f in files:
         cfg = load_hardware_config(f)
         assert cfg.command_dim == len(cfg.joint_names) + (1 if cfg.gripper_joint else 0)
+
+
+def test_trajectory_feed_commands_the_exact_last_point_when_ticks_miss_it():
+    from robot_policy.hardware.trajectory import TrajectoryExecutor
+
+    s, ex = SafetyLayer(_cfg(velocity_limits=[10.0, 10.0])), TrajectoryExecutor()
+    s.step([0.0, 0.0, 0.0], now=0.0)
+    ex.set(0.0, [0.25], [[0.5, 0.5, 0.0]], now=0.0, current=np.zeros(3))
+    out = None
+    for k in range(6):  # ticks at 0.0, 0.1, 0.2 (sample 0.4), 0.3 (past the end at 0.25), ...
+        ex.feed(s, 0.1 * k)
+        out = s.step([0.0, 0.0, 0.0], now=0.1 * k)
+    np.testing.assert_allclose(out, [0.5, 0.5, 0.0])  # not the 0.2 s sample (0.4)

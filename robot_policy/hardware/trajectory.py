@@ -18,6 +18,7 @@ class TrajectoryExecutor:
     def __init__(self):
         self.times: np.ndarray | None = None  # absolute times (s), increasing
         self.points: np.ndarray | None = None  # (T, D)
+        self._final_sent = False  # the last point itself was submitted after the end
 
     @property
     def active(self) -> bool:
@@ -49,12 +50,14 @@ class TrajectoryExecutor:
         if not keep.any():
             # Everything is in the past: go to (and hold) the last point.
             self.times, self.points = np.array([now]), pts[-1:].copy()
+            self._final_sent = False
             return late
         t, pts = t[keep], pts[keep]
         if t[0] > now:
             t = np.concatenate([[now], t])
             pts = np.concatenate([np.asarray(current, dtype=np.float64)[None], pts])
         self.times, self.points = t, pts
+        self._final_sent = False
         return late
 
     def clear(self) -> None:
@@ -73,6 +76,11 @@ class TrajectoryExecutor:
         desired = self.sample(now)
         if desired is not None and not safety.status.estopped and now <= self.end_time:
             safety.submit(desired, now, valid_for=self.end_time - now)
+        elif desired is not None and not safety.status.estopped and not self._final_sent:
+            # First tick past the end: command the last point itself (ticks rarely land on it
+            # exactly, and holding the previous tick's sample would stop up to a period short).
+            safety.submit(desired, now, valid_for=0.0)
+            self._final_sent = True
         elif desired is not None and now > self.end_time + safety.timeout:
             self.clear()
 
