@@ -166,7 +166,7 @@ def test_arm_latency_of_a_simulated_arm_moves_by_the_injected_delay():
     base = arm_latency(*mujoco_arm_response(0.0))
     delayed = arm_latency(*mujoco_arm_response(0.040))
     # The servo's own tracking lag is part of the arm's latency; the injected delay adds to it.
-    assert 0.0 <= base.latency_s < 0.1
+    assert 0.0 <= base.latency_s < 0.2  # ~90 ms: kp 2000 / kv 200 servos on the Panda's links
     assert delayed.latency_s - base.latency_s == pytest.approx(0.040, abs=0.005)
     assert base.details["joints_used"] == [0, 1]
 
@@ -176,7 +176,8 @@ def test_camera_latency_from_filmed_qr_timestamps():
     display_hz, true_latency = 60.0, 0.052
     shown, stamps = [], []
     for k in range(60):
-        t_capture = 100.0 + k / 30.0 + rng.uniform(0, 0.01)  # a 30 fps camera
+        # A 30 fps camera, its clock unrelated to the display's: any phase against the refresh.
+        t_capture = 100.0 + k / 30.0 + rng.uniform(0, 1 / 30)
         displayed = np.floor(t_capture * display_hz) / display_hz  # the frame on screen at that instant
         img = timestamp_image(displayed)
         # What the camera sees: the screen, smaller, slightly blurred, in colour.

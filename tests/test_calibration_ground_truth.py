@@ -55,7 +55,10 @@ def test_pixel_centre_convention_is_opencvs(scene):
     # With the true pose, corners project where they are detected only with cx = (W - 1) / 2.
     from robot_policy.calibration.detect import BoardDetector
 
-    scene.set_body_pose("gripper", scene.gripper_pose_for(look_at(scene.board_center() + [0.05, 0.03, 0.4], scene.board_center())))
+    scene.set_body_pose(
+        "gripper",
+        scene.gripper_pose_for(look_at(scene.board_center() + [0.05, 0.03, 0.4], scene.board_center())),
+    )
     det = BoardDetector(DEFAULT_BOARD).detect(scene.render("wrist"))
     T_cam_board = invert_pose(scene.camera_pose("wrist")) @ scene.board_pose()
     K = scene.intrinsics("wrist").K
@@ -67,6 +70,7 @@ def test_pixel_centre_convention_is_opencvs(scene):
         rvec, _ = cv2.Rodrigues(T_cam_board[:3, :3])
         proj, _ = cv2.projectPoints(det.object_points.astype(float), rvec, T_cam_board[:3, 3], Ks, None)
         errs[name] = float(np.sqrt(np.mean((proj.reshape(-1, 2) - det.corners) ** 2)))
+    print(f"\nreprojection with the true pose: {errs}")
     assert errs["opencv (W-1)/2"] < 0.15 < errs["W/2"], errs
 
 
@@ -84,19 +88,33 @@ def test_intrinsics_from_rendered_views_via_the_cli(scene, board_yaml, tmp_path)
     cmd = ["calibrate", "intrinsics", "--images", str(tmp_path / "shots"), "--board", str(board_yaml)]
     assert main([*cmd, "--out", str(out), "--camera", "wrist"]) == 0
     doc = read_result(out, "intrinsics")
-    for key in ("K", "dist", "rms", "image_size", "views_used", "views_rejected", "date", "data", "residuals"):
+    for key in (
+        "K",
+        "dist",
+        "rms",
+        "image_size",
+        "views_used",
+        "views_rejected",
+        "date",
+        "data",
+        "residuals",
+    ):
         assert key in doc
     assert doc["image_size"] == [W, H] and len(doc["views_used"]) == 20
     rejected = {r["view"]: r["reason"] for r in doc["views_rejected"]}
     assert set(rejected) == {"blurred_a.png", "blurred_b.png", "no_board.png"}
     assert rejected["no_board.png"].startswith("board not found")
-    assert all(rejected[v].startswith(("blurred", "board not found")) for v in ("blurred_a.png", "blurred_b.png"))
+    assert all(
+        rejected[v].startswith(("blurred", "board not found")) for v in ("blurred_a.png", "blurred_b.png")
+    )
     assert any(rejected[v].startswith("blurred") for v in ("blurred_a.png", "blurred_b.png"))
 
     got, truth = load_intrinsics(out), scene.intrinsics("wrist")
     f_err = (abs(got.fx / truth.fx - 1), abs(got.fy / truth.fy - 1))
     pp_err = (abs(got.cx - truth.cx), abs(got.cy - truth.cy))
-    print(f"\nintrinsics on ground truth: focal {100 * max(f_err):.3f} %, principal point {max(pp_err):.2f} px, rms {doc['rms']:.3f} px")
+    print(
+        f"\nintrinsics on ground truth: focal {100 * max(f_err):.3f} %, principal point {max(pp_err):.2f} px, rms {doc['rms']:.3f} px"
+    )
     assert max(f_err) < 0.005 and max(pp_err) < 1.0
     assert doc["rms"] < 0.2
 
@@ -105,14 +123,30 @@ def test_hand_eye_eye_in_hand_via_the_cli(scene, board_yaml, tmp_path):
     views = wrist_views(scene, 16, seed=1)
     save(tmp_path / "shots", views)
     intr = tmp_path / "wrist_intrinsics.json"
-    assert main(["calibrate", "intrinsics", "--images", str(tmp_path / "shots"), "--board", str(board_yaml), "--out", str(intr)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "intrinsics",
+                "--images",
+                str(tmp_path / "shots"),
+                "--board",
+                str(board_yaml),
+                "--out",
+                str(intr),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "wrist_hand_eye.json"
     cmd = ["calibrate", "hand-eye", "--images", str(tmp_path / "shots"), "--board", str(board_yaml)]
     assert main([*cmd, "--intrinsics", str(intr), "--mount", "eye-in-hand", "--out", str(out)]) == 0
     doc = read_result(out, "hand_eye")
     assert doc["setup"] == "eye_in_hand" and doc["method"] == "park" and len(doc["views_used"]) == 16
     err = pose_errors(np.asarray(doc["T_gripper_cam"]), scene.camera_in_body("wrist"))
-    print(f"\neye-in-hand on ground truth: {err['translation_err_mm']:.2f} mm, {err['rotation_err_deg']:.3f} deg")
+    print(
+        f"\neye-in-hand on ground truth: {err['translation_err_mm']:.2f} mm, {err['rotation_err_deg']:.3f} deg"
+    )
     assert err["translation_err_mm"] < 2.0 and err["rotation_err_deg"] < 0.2
     # The residuals tell a user the same story without knowing the truth.
     assert doc["residuals"]["translation_rms_mm"] < 1.0 and doc["residuals"]["reprojection_rms_px"] < 0.3
@@ -120,7 +154,9 @@ def test_hand_eye_eye_in_hand_via_the_cli(scene, board_yaml, tmp_path):
 
 def test_hand_eye_eye_to_hand_with_the_robot_world_solver():
     err = check_hand_eye("eye_to_hand", n_views=16, seed=2, method="shah")
-    print(f"\neye-to-hand on ground truth: {err['translation_err_mm']:.2f} mm, {err['rotation_err_deg']:.3f} deg")
+    print(
+        f"\neye-to-hand on ground truth: {err['translation_err_mm']:.2f} mm, {err['rotation_err_deg']:.3f} deg"
+    )
     assert err["views"] == 16
     assert err["translation_err_mm"] < 2.0 and err["rotation_err_deg"] < 0.2
 
@@ -130,7 +166,9 @@ def test_hand_eye_needs_a_pose_beside_every_image(scene, board_yaml, tmp_path, c
     save(tmp_path / "shots", views)
     (tmp_path / "shots" / "view_001.json").unlink()
     intr = tmp_path / "i.json"
-    intr.write_text(json.dumps({"K": scene.intrinsics("wrist").K.tolist(), "dist": [0] * 5, "image_size": [W, H]}))
+    intr.write_text(
+        json.dumps({"K": scene.intrinsics("wrist").K.tolist(), "dist": [0] * 5, "image_size": [W, H]})
+    )
     cmd = ["calibrate", "hand-eye", "--images", str(tmp_path / "shots"), "--board", str(board_yaml)]
     assert main([*cmd, "--intrinsics", str(intr), "--out", str(tmp_path / "he.json")]) == 1
     assert "view_001.png has no arm pose: expected" in capsys.readouterr().err

@@ -179,3 +179,31 @@ def test_foreign_tail_is_kept_until_dropped_explicitly(tmp_path):
     s.drop_uncommitted()
     assert s.add_episode({"a": np.ones((2, 2), np.float32), "b": np.ones((2, 2), np.float32)}) == 2
     assert main(["dataset", "validate", str(path)]) == 0
+
+
+def test_info_and_validate_show_recorded_gaps(tmp_path, capsys):
+    path = tmp_path / "gaps.zarr"
+    schema = {
+        "x": KeySpec("float32", (1,)),
+        "valid": KeySpec("bool", (2,), names=["/joint_states", "/cam/color/image_raw"]),
+    }
+    s = EpisodeStore.create(path, schema, fps=20.0)
+    valid = np.ones((6, 2), bool)
+    valid[3, 1] = False
+    gap = {"stream": "/cam/color/image_raw", "frame": 3, "frames": 1}
+    s.add_episode({"x": np.zeros((6, 1), np.float32), "valid": valid}, meta={"gaps": [gap]})
+    s.add_episode({"x": np.zeros((4, 1), np.float32), "valid": np.ones((4, 2), bool)}, meta={"gaps": []})
+    # An episode whose mask flags a frame its metadata does not list is reported too.
+    odd = np.ones((4, 2), bool)
+    odd[1, 0] = False
+    s.add_episode({"x": np.zeros((4, 1), np.float32), "valid": odd}, meta={})
+    s.close()
+    assert main(["dataset", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "/cam/color/image_raw@3(1)" in out and "1 of 3 episodes have stream gaps" in out
+    assert main(["dataset", "validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "gap: episode 0: stream '/cam/color/image_raw' gap at frame 3" in out
+    assert "gap: episode 2: 1 frame(s) flagged in data/valid, no gaps in its metadata" in out
+    assert main(["dataset", "validate", str(path), "--fail-on-gaps"]) == 1
+    assert "GAPS" in capsys.readouterr().err

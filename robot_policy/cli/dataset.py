@@ -6,6 +6,7 @@ import json
 import sys
 
 from robot_policy.console import add_command, add_group
+from robot_policy.data.codecs import IMAGE_CODECS
 
 
 def register(sub) -> None:
@@ -44,6 +45,11 @@ def register(sub) -> None:
     p.add_argument(
         "--deep", action="store_true", help="also decode every committed frame and check floats for NaN/inf"
     )
+    p.add_argument(
+        "--fail-on-gaps",
+        action="store_true",
+        help="exit 1 when recorded episodes have stream gaps (they are listed either way)",
+    )
     p.set_defaults(func=_validate)
 
     p = add_command(
@@ -62,7 +68,7 @@ def register(sub) -> None:
     p.add_argument("--zarr-format", type=int, choices=(2, 3), default=None, help="default: the source's")
     p.add_argument(
         "--image-codec",
-        choices=("jpegxl", "blosc", "jpegxl-lossy", "jpeg2k"),
+        choices=tuple(IMAGE_CODECS),
         default=None,
         help="re-encode image keys with this codec (default: keep each key's codec)",
     )
@@ -167,19 +173,34 @@ def _info(args) -> int:
         shown = eps if args.all or len(eps) <= 20 else eps[:10] + eps[-10:]
         rows = []
         for e in shown:
-            meta = {k: v for k, v in e.items() if k not in ("index", "length")}
+            meta = {k: v for k, v in e.items() if k not in ("index", "length", "gaps", "frames_missing")}
             text = json.dumps(meta, separators=(",", ":"), default=str)
             rows.append(
                 {
                     "episode": e["index"],
                     "length": e["length"],
+                    "gaps": _gap_text(e.get("gaps") or []),
                     "metadata": text if len(text) < 90 else text[:87] + "...",
                 }
             )
         print_table(rows)
         if len(shown) < len(eps):
             print(f"... {len(eps) - len(shown)} more episodes (--all lists them)")
+        gapped = [e for e in eps if e.get("gaps")]
+        if gapped:
+            print(
+                f"\n{len(gapped)} of {len(eps)} episodes have stream gaps (frames flagged in data/valid; "
+                "training skips windows across them). 'dataset validate' lists each gap."
+            )
     return 0
+
+
+def _gap_text(gaps: list[dict]) -> str:
+    """``/joint_states@17(3)`` per gap: stream, first flagged frame, frames missing or flagged."""
+    if not gaps:
+        return "-"
+    parts = [f"{g['stream']}@{g['frame']}({g.get('missing', g.get('frames'))})" for g in gaps[:2]]
+    return " ".join(parts) + (f" +{len(gaps) - 2}" if len(gaps) > 2 else "")
 
 
 def _convert(args) -> int:
@@ -210,6 +231,11 @@ def _validate(args) -> int:
     rep = validate_store(args.path, deep=args.deep)
     for n in rep.notes:
         print(f"note: {n}")
+    for g in rep.gaps:
+        print(f"gap: {g}")
+    if rep.ok and rep.gaps and args.fail_on_gaps:
+        print(f"GAPS: {args.path}: {len(rep.gaps)} recorded stream gap(s) (--fail-on-gaps)", file=sys.stderr)
+        return 1
     if rep.ok:
         print(
             f"OK: {args.path}: {rep.episodes} episodes, {rep.frames} frames, consistent"

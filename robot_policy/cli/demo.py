@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from robot_policy.console import add_command
+from robot_policy.demo import DemoConfig
 
 DESCRIPTION = """\
-The whole stack on the simulated robot, with small defaults that finish in about 10 minutes
+The whole stack on the simulated robot, with defaults that finish within 15 minutes
 on a 2-core CPU:
 
   1. collect scripted demonstrations of the tabletop pick task in simulation (episode store);
@@ -23,9 +24,9 @@ Without rclpy (or with --no-ros) step 3-4 run the same policy in-process instead
 
 EPILOG = """\
 examples:
-  robot-policy demo                                   # defaults: 30 demos, 4000 steps, 10 episodes
+  robot-policy demo                                   # defaults: 100 demos, 6000 steps, 10 episodes
   robot-policy demo --episodes 3 --train-steps 300    # quick smoke run (~2 min)
-  robot-policy demo --demos 100 --train-steps 6000 --episodes 50 --out outputs/demo_big
+  robot-policy demo --demos 200 --train-steps 8000 --episodes 50 --out outputs/demo_big
   robot-policy demo --checkpoint runs/x --episodes 20 # evaluate an existing checkpoint
   robot-policy demo --no-ros                          # in-process evaluation only
 
@@ -47,8 +48,18 @@ def register(sub) -> None:
     p.add_argument(
         "--hardware", default="sim_tabletop", help="robot setup for the graph (hardware/NAME.yaml)"
     )
-    p.add_argument("--demos", type=int, default=30, help="scripted demonstrations to collect (default 30)")
-    p.add_argument("--train-steps", type=int, default=4000, help="optimizer steps (default 4000)")
+    p.add_argument(
+        "--demos",
+        type=int,
+        default=DemoConfig.demos,
+        help=f"scripted demonstrations to collect (default {DemoConfig.demos})",
+    )
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=DemoConfig.train_steps,
+        help=f"optimizer steps (default {DemoConfig.train_steps})",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training (default 1)")
     p.add_argument(
@@ -66,7 +77,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from robot_policy.demo import DemoConfig, run_demo
+    from robot_policy.demo import run_demo
 
     # Flags carry the DemoConfig field names; only the two negated switches differ.
     same = {f.name: getattr(args, f.name) for f in fields(DemoConfig) if hasattr(args, f.name)}

@@ -52,7 +52,7 @@ class RecorderNode(Node):
         self.stall_after = declare(
             self,
             "stall_warn_periods",
-            3.0,
+            10.0,
             "warn (log + /diagnostics) as soon as a stream sends nothing for this many of its periods",
         )
         lookahead = declare(
@@ -156,8 +156,9 @@ class RecorderNode(Node):
             return
         for name, silent in self.watch.newly_stalled(now_s(self)):
             self.get_logger().warning(
-                f"stream '{name}' has sent nothing for {silent * 1e3:.0f} ms while recording: the "
-                "episode will have a gap there (flagged in data/valid); check its publisher"
+                f"no sample of '{name}' has arrived for {silent * 1e3:.0f} ms while recording (its "
+                "publisher stalled, or this machine is starving the recorder); frames that never "
+                "come are flagged in data/valid and listed in the episode's gaps"
             )
             self._publish_diagnostics()
 

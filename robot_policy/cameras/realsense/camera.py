@@ -123,6 +123,7 @@ class RealSenseCamera(Camera):
         self._unpaired = 0
         self._serial = ""
         self._source = ""
+        self._ctx = None
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -174,10 +175,12 @@ class RealSenseCamera(Camera):
             self._colors.clear()
             self._depths.clear()
         self._slot.close(f"camera '{self.config.name}': disconnected")
-        # Drop every reference to the device and its sensors: librealsense releases the USB
-        # interface (or closes the recording file) only when the last one goes.
+        # Drop every reference to the device, its sensors and frames: librealsense releases the
+        # USB interface (or closes the recording file) only when the last one goes.
         self._device = None
+        self._ctx = None
         self._color_profile = None
+        self._align = self._composer = self._compose_block = None
 
     def _open_device(self, rs) -> Any:
         cfg = self.config

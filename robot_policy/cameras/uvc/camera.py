@@ -85,6 +85,7 @@ class UVCCamera(Camera):
         self._consumed = threading.Semaphore(0)
         self._driver_stamps = 0
         self._count = 0
+        self._is_file = False
         self._last_stamp: float | None = None
         self._last_number = 0
         self._actual: dict[str, Any] = {}
@@ -98,7 +99,8 @@ class UVCCamera(Camera):
             return
         cv2 = _cv2()
         cfg = self.config
-        if cfg.is_file:
+        self._is_file = cfg.is_file
+        if self._is_file:
             cap = cv2.VideoCapture(cfg.device)
         else:
             source: int | str = int(cfg.device) if cfg.device.isdigit() else cfg.device
@@ -108,7 +110,7 @@ class UVCCamera(Camera):
                 f"camera '{cfg.name}': cannot open {cfg.device!r} (check `v4l2-ctl --list-devices`, "
                 "permissions on /dev/video*, or the file path)"
             )
-        if not cfg.is_file:
+        if not self._is_file:
             # Order matters for V4L2: pixel format first, then size, then rate.
             if cfg.fourcc:
                 cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
@@ -128,8 +130,9 @@ class UVCCamera(Camera):
             )
         self._cap = cap
         self._stop.clear()
+        self._consumed = threading.Semaphore(0)
         self._slot = LatestSlot(self.stats)
-        self._period = 1.0 / (fps if cfg.is_file and fps > 0 else cfg.fps)
+        self._period = 1.0 / (fps if self._is_file and fps > 0 else cfg.fps)
         self._thread = threading.Thread(target=self._grab_loop, name=f"uvc-{cfg.name}", daemon=True)
         self._thread.start()
 
@@ -152,7 +155,7 @@ class UVCCamera(Camera):
         start = time.monotonic()
         index = 0
         while not self._stop.is_set():
-            if cfg.is_file and cfg.realtime:
+            if self._is_file and cfg.realtime:
                 # Pace the file like a live camera: frame i is "captured" at start + i * period.
                 delay = start + index * self._period - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
@@ -160,17 +163,17 @@ class UVCCamera(Camera):
             ok = cap.grab()
             arrival = time.monotonic()
             if not ok:
-                if cfg.is_file and cfg.loop:
+                if self._is_file and cfg.loop:
                     cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                     continue
                 self._slot.close(
                     f"camera '{cfg.name}': {cfg.device!r} "
-                    + ("ended" if cfg.is_file else "stopped delivering frames (unplugged?)")
+                    + ("ended" if self._is_file else "stopped delivering frames (unplugged?)")
                     + f" after {self._count} frames"
                 )
                 return
             stamp = self._capture_stamp(cap.get(cv2.CAP_PROP_POS_MSEC), arrival)
-            number = int(cap.get(cv2.CAP_PROP_POS_FRAMES)) - 1 if cfg.is_file else self._number_from(stamp)
+            number = int(cap.get(cv2.CAP_PROP_POS_FRAMES)) - 1 if self._is_file else self._number_from(stamp)
             ok, bgr = cap.retrieve()
             if not ok:
                 continue
@@ -178,7 +181,7 @@ class UVCCamera(Camera):
             self.stats.frame_number(number)
             self._slot.put((bgr, stamp, number))
             index += 1
-            if cfg.is_file and not cfg.realtime:
+            if self._is_file and not cfg.realtime:
                 self._consumed.acquire()  # one frame per read: wait until this one was taken
 
     def _number_from(self, stamp: float) -> int:
@@ -194,7 +197,7 @@ class UVCCamera(Camera):
 
     def _capture_stamp(self, driver_ms: float, arrival: float) -> float:
         """The V4L2 buffer timestamp (monotonic ms) when it lies within a second before arrival."""
-        if self.config.stamp == "driver" and not self.config.is_file:
+        if self.config.stamp == "driver" and not self._is_file:
             driver_s = driver_ms / 1000.0
             if arrival - 1.0 < driver_s <= arrival:
                 self._driver_stamps += 1
@@ -211,7 +214,7 @@ class UVCCamera(Camera):
                 f"camera '{self.config.name}' ({self.config.device}): no new frame in {timeout:.2f} s "
                 f"({self._count} frames so far)"
             )
-        if self.config.is_file and not self.config.realtime:
+        if self._is_file and not self.config.realtime:
             self._consumed.release()
         bgr, stamp, number = item
         rgb = np.ascontiguousarray(bgr[..., ::-1])
