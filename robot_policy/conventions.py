@@ -49,6 +49,17 @@ def depth_info_topic(camera: str) -> str:
     return f"/{camera}/depth/camera_info"
 
 
+def aligned_depth_topic(camera: str) -> str:
+    """``/<camera>/aligned_depth_to_color/image_raw`` (16UC1 millimetres on the colour image's
+    pixel grid; realsense2_camera naming with ``align_depth.enable``)."""
+    return f"/{camera}/aligned_depth_to_color/image_raw"
+
+
+def aligned_depth_info_topic(camera: str) -> str:
+    """``/<camera>/aligned_depth_to_color/camera_info`` (the colour intrinsics)."""
+    return f"/{camera}/aligned_depth_to_color/camera_info"
+
+
 # -- services (std_srvs/Trigger unless noted) ----------------------------------------------
 SIM_RESET = "/sim/reset"
 """New episode; the reply message carries the scene seed (see :func:`format_seed`)."""
@@ -135,6 +146,8 @@ __all__ = [
     "SIM_SUCCESS",
     "TELEOP_INTERVENTION",
     "TRAJECTORY",
+    "aligned_depth_info_topic",
+    "aligned_depth_topic",
     "camera_of",
     "color_info_topic",
     "color_topic",

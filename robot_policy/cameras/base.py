@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 import threading
 import time
 from collections import deque
@@ -35,6 +34,8 @@ import numpy as np
 from robot_policy.camera_model import Intrinsics, load_intrinsics
 from robot_policy.config import ConfigError, from_dict
 from robot_policy.registry import Registry
+from robot_policy.sdk import SDKMissing  # noqa: F401 - re-exported for backends
+from robot_policy.sdk import import_sdk as _import_sdk
 from robot_policy.types import Frame
 
 
@@ -46,20 +47,9 @@ class CameraTimeout(CameraError):
     """No new capture arrived within the read timeout."""
 
 
-class SDKMissing(ImportError):
-    """A backend's SDK is not installed; the message names the pip extra that installs it."""
-
-
 def import_sdk(module: str, *, backend: str, package: str, extra: str) -> ModuleType:
-    """Import an SDK module inside ``connect()``; a missing SDK raises :class:`SDKMissing`
-    naming the PyPI package and the ``robot_policy`` extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise SDKMissing(
-            f"camera backend '{backend}' needs {package} (module '{module}'): "
-            f"pip install 'robot_policy[{extra}]'  ({e})"
-        ) from e
+    """Import an SDK module inside ``connect()`` (see :func:`robot_policy.sdk.import_sdk`)."""
+    return _import_sdk(module, kind="camera", backend=backend, package=package, extra=extra)
 
 
 @dataclass
@@ -160,6 +150,9 @@ class Camera(abc.ABC):
     """pip extra that installs the SDK (``pip install 'robot_policy[<extra>]'``)."""
     has_depth: ClassVar[bool] = False
     """Whether the backend can deliver depth at all (a config asking for depth is refused otherwise)."""
+    standalone: ClassVar[bool] = True
+    """Whether ``camera_node`` can run it on its own; False for a camera that reads a world another
+    process owns (``sim`` renders the MuJoCo scene inside sim_node, which publishes it)."""
 
     def __init__(self, config: CameraConfig):
         if not isinstance(config, self.config_class):
@@ -314,8 +307,10 @@ def make_camera(backend: str, options: dict[str, Any], **kwargs) -> Camera:
 
 def options_from_hardware(camera: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Backend options from one ``cameras:`` entry of a hardware YAML (``hardware.config.CameraConfig``):
-    the fields the backend's config also has (name, width, height, fps, depth, serial...), then ``extra``."""
+    the fields the backend's config also has (name, width, height, fps, depth, serial...), then the
+    entry's ``options:`` (backend-specific settings, checked by the backend's config), then ``extra``."""
     fields = {f.name for f in dataclasses.fields(camera_class(camera.backend).config_class)}
     options = {k: v for k, v in dataclasses.asdict(camera).items() if k in fields}
+    options.update(getattr(camera, "options", None) or {})
     options.update(extra or {})
     return options

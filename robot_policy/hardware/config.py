@@ -26,11 +26,17 @@ class CameraConfig:
     fps: float = 30.0
     """Frame rate (Hz). The simulated robot renders at most once per control step."""
     depth: bool = False
-    """Also publish ``/<name>/depth/image_rect_raw`` (16UC1, millimetres)."""
+    """Also publish depth (16UC1, millimetres): ``/<name>/depth/image_rect_raw`` from sim_node,
+    ``/<name>/aligned_depth_to_color/image_raw`` (aligned to colour) from camera_node."""
     serial: str = ""
     """Device serial number for real cameras (empty in simulation)."""
     backend: str = "sim"
-    """Camera driver backend name (``sim`` renders from the MuJoCo scene)."""
+    """Camera driver backend (``robot_policy.cameras.CAMERAS``): ``sim`` renders from the MuJoCo
+    scene inside sim_node; ``realsense`` and ``uvc`` run in camera_node."""
+    options: dict[str, object] = field(default_factory=dict)
+    """Backend-specific settings, checked by the backend's config class (unknown keys are errors
+    naming the field): e.g. ``{device: /dev/video2, fourcc: MJPG}`` for uvc, ``{playback: x.db3,
+    sensor_options: {exposure: 8000}}`` for realsense, ``{intrinsics: FILE.json}`` for any."""
 
 
 @dataclass
@@ -87,6 +93,12 @@ class HardwareConfig:
     def command_names(self) -> list[str]:
         """Names of the command vector entries: arm joints, then the gripper if any."""
         return list(self.joint_names) + ([self.gripper_joint] if self.gripper_joint else [])
+
+    @property
+    def simulated(self) -> bool:
+        """The arm is a simulated world's (``arm: sim``): only then are there ``/sim/*`` topics
+        (task state, scene reset, success) and cameras rendered by the robot node."""
+        return self.arm == "sim"
 
     @property
     def command_dim(self) -> int:

@@ -1,10 +1,10 @@
 """Arms: the contract (``base``), the shared control loop (``controller``), one folder per backend.
 
 Importing this package registers every backend in :data:`ARMS`; no backend imports its SDK
-before ``connect()``, so this import never needs franky, ur_rtde or the xArm SDK.
+before ``connect()``, so this import never needs franky, ur_rtde, the xArm SDK or MuJoCo.
 """
 
-from robot_policy.robots import franka, ur_rtde, xarm  # noqa: F401 - registers the backends
+from robot_policy.robots import franka, sim, ur_rtde, xarm  # noqa: F401 - registers the backends
 from robot_policy.robots.base import (
     ARMS,
     Arm,

@@ -17,9 +17,9 @@ command-order vector (joints, then the gripper command in [-1 open, 1 closed]) b
 from __future__ import annotations
 
 import abc
-import importlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
@@ -28,7 +28,10 @@ import numpy as np
 
 from robot_policy.config import ConfigError, from_dict
 from robot_policy.hardware.config import HardwareConfig
+from robot_policy.hardware.pacing import Stall, TickPacer
 from robot_policy.registry import Registry
+from robot_policy.sdk import SDKMissing  # noqa: F401 - re-exported for backends
+from robot_policy.sdk import import_sdk as _import_sdk
 from robot_policy.types import JointState
 
 
@@ -40,20 +43,9 @@ class ArmError(RuntimeError):
     """
 
 
-class SDKMissing(ImportError):
-    """A backend's SDK is not installed; the message names the pip extra that installs it."""
-
-
 def import_sdk(module: str, *, backend: str, package: str, extra: str) -> ModuleType:
-    """Import an SDK module inside ``connect()``; a missing SDK raises :class:`SDKMissing`
-    naming the PyPI package and the ``robot_policy`` extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise SDKMissing(
-            f"arm backend '{backend}' needs the {package} SDK (module '{module}'): "
-            f"pip install 'robot_policy[{extra}]'  ({e})"
-        ) from e
+    """Import an SDK module inside ``connect()`` (see :func:`robot_policy.sdk.import_sdk`)."""
+    return _import_sdk(module, kind="arm", backend=backend, package=package, extra=extra)
 
 
 @dataclass
@@ -153,6 +145,12 @@ class Arm(abc.ABC):
     """pip extra that installs the SDK (``pip install 'robot_policy[<extra>]'``)."""
     native_hz: ClassVar[float] = 100.0
     """Rate the SDK wants targets at (Hz), used when ``config.control_hz`` is 0."""
+    connect_in_loop: ClassVar[bool] = False
+    """``connect()``/``recover()``/``disconnect()`` run in the controller's loop thread, not the
+    caller's: a simulated world renders with a GL context bound to the thread that created it."""
+    uses_ros: ClassVar[bool] = False
+    """The backend reaches its arm over ROS 2 topics: its host (``robot_node``) passes
+    ``transport=`` built on its node, since only ``robot_policy.ros`` may import rclpy."""
 
     def __init__(self, config: ArmConfig, hw: HardwareConfig):
         if not isinstance(config, self.config_class):
@@ -165,6 +163,9 @@ class Arm(abc.ABC):
         self.upper = np.asarray(hw.position_upper, dtype=np.float64)
         self.vmax = np.asarray(hw.velocity_limits, dtype=np.float64)
         self.gripper: Gripper | None = None
+        self.world: Any = None
+        """A simulated world hosting this arm (task, objects, cameras), set by ``connect()``;
+        None for real arms. Its cameras are read from it (``robots.sim.SimWorld``)."""
 
     # -- what the controller needs to know ------------------------------------------------
     @property
@@ -262,6 +263,20 @@ class Arm(abc.ABC):
         remaining = float(token) + 1.0 / self.control_hz - time.monotonic()
         if remaining > 0:
             wake.wait(remaining)
+
+    def make_pacer(self, stop: threading.Event, on_stall: Callable[[Stall], None] | None) -> TickPacer | None:
+        """A fixed-grid pacer for the loop, or None (the default) to pace with ``period_start`` /
+        ``period_wait``. On a grid a late tick runs at once, stamped with its due time: right for a
+        simulation stepped once per tick (every tick must exist, or recordings get holes), wrong
+        for a real servo stream, where a burst of catch-up targets would jerk the arm."""
+        return None
+
+    def step(self, t: float) -> bool:
+        """Called once per tick after the tick's commands went out (also when nothing was sent:
+        e-stop, fault). ``t``: the tick's time (``time.monotonic()`` clock). A simulated world
+        advances its physics one period here and returns True, so the controller reads the new
+        state at once; real arms move on their own and return False."""
+        return False
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> Arm:

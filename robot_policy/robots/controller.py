@@ -16,14 +16,26 @@ in ``status()["fault"]``, the trajectory is dropped and commands are refused; th
 running (still publishing the measured state when the SDK can read it) and calls
 ``arm.recover()`` with exponential backoff. After recovery the arm holds where it is until a
 fresh command arrives.
+
+Pacing: real arms pace the loop themselves (``period_start``/``period_wait``: sleep out the
+period, or UR's initPeriod/waitPeriod). A simulated arm stepped once per tick gets a fixed grid
+(``arm.make_pacer``: ``hardware.pacing.TickPacer``): a late tick runs at once and its command is
+stamped with its due time; its observation with that time plus the step's compute time (capped
+at a quarter period), so the recorder pairs each observation with the command that followed it.
+
+After every tick ``on_tick(TickReport)`` runs in the loop thread (``robot_node`` publishes from
+it; a simulated world's cameras render there, where its GL context lives). ``call_in_loop(fn)``
+runs other work between ticks in that thread (a scene reset).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,15 +51,49 @@ STATUS_HZ = 10.0
 """How often the loop refreshes the backend's ``status()`` snapshot (SDK calls stay in the loop)."""
 GRIPPER_READ_HZ = 20.0
 """How often the loop reads the gripper (a network round trip on most grippers)."""
+STEP_STAMP_CAP = 0.25
+"""A stepped world's observation is stamped at most this fraction of a period after its command:
+a slow step must not push it toward the next command's stamp (the pairing would be ambiguous)."""
+
+
+@dataclass
+class TickReport:
+    """What one control tick did, handed to ``on_tick`` in the loop thread."""
+
+    index: int
+    """Tick number since start."""
+    stamp: float
+    """The tick's command time on the controller's clock (grid-paced: its due time)."""
+    state: JointState | None
+    """Measured state after the tick, command order (None before the first read)."""
+    command: JointState | None
+    """Target sent this tick, command order (None when nothing was sent: e-stop, fault)."""
 
 
 class ArmController:
     """Safety layer + trajectory executor + gripper + e-stop + watchdog around one :class:`Arm`."""
 
-    def __init__(self, arm: Arm, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        arm: Arm,
+        clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[TickReport], None] | None = None,
+        on_stall: Callable[[Any], None] | None = None,
+    ):
+        """``clock``: the time base of commands and stamps (``robot_node``: the graph's ROS clock);
+        backends stamp on ``time.monotonic()`` and the loop maps their stamps onto it.
+        ``on_tick``: called in the loop thread after every tick. ``on_stall``: grid-paced arms
+        only, called at once when the loop fell more than ``max_catch_up_s`` behind."""
         self.arm = arm
         self.hw = arm.hw
         self.clock = clock
+        self.on_tick = on_tick
+        self.on_stall = on_stall
+        self.pacing = None  # PacingStats of a grid-paced loop
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._tick_errors = 0
         self.n_arm = arm.n_joints
         self.names = tuple(self.hw.command_names)
         self.safety = SafetyLayer(self.hw)
@@ -85,6 +131,21 @@ class ArmController:
                 f"hardware config '{self.hw.name}' names gripper_joint '{self.hw.gripper_joint}' but "
                 f"arm_config.gripper is false; set gripper_joint: null to run without a gripper"
             )
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"arm-{self.arm.name}", daemon=True)
+        if not self.arm.connect_in_loop:
+            self._connect()
+            self._thread.start()
+            return self
+        self._thread.start()  # connects in the loop thread (GL context of a simulated world)
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+            raise self._start_error
+        return self
+
+    def _connect(self) -> None:
         try:
             self.arm.connect()
         except BaseException:
@@ -97,20 +158,56 @@ class ArmController:
                 f"backend '{self.arm.name}' drives no gripper; set gripper_joint: null"
             )
         self._arm_status = self._safe_status()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"arm-{self.arm.name}", daemon=True)
-        self._thread.start()
-        return self
 
     def close(self) -> None:
-        """Stop the loop, then stop and disconnect the arm."""
+        """Stop the loop, then stop and disconnect the arm (in the loop thread for arms that
+        connect there)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
             self._thread = None
-        self._quietly(self.arm.stop)
-        self._quietly(self.arm.disconnect)
+        if not self.arm.connect_in_loop:
+            self._quietly(self.arm.stop)
+            self._quietly(self.arm.disconnect)
+
+    def call_in_loop(self, fn: Callable[[], Any], timeout: float = 10.0, rearm: bool = False) -> Any:
+        """Run ``fn`` in the loop thread between two ticks and return its result (its exception is
+        raised here). ``rearm``: afterwards forget all targets, as after a recovery (the arm holds
+        where it now is, gripper open), keeping counters and a latched e-stop: a scene reset."""
+        if threading.current_thread() is self._thread or self._thread is None:
+            value = fn()
+            if rearm:
+                self._after_reset()
+            return value
+        done, box = threading.Event(), {}
+
+        def job():
+            try:
+                box["value"] = fn()
+                if rearm:
+                    self._after_reset()
+            except Exception as e:  # noqa: BLE001 - handed to the caller
+                box["error"] = e
+            done.set()
+
+        self._jobs.put(job)
+        if not done.wait(timeout):
+            raise TimeoutError(
+                f"the control loop of arm '{self.arm.name}' did not run the request in {timeout} s"
+            )
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def _after_reset(self) -> None:
+        js = self.arm.read()
+        width = self.arm.gripper.read().width if self.arm.gripper is not None else float("nan")
+        with self._lock:
+            self._rearm()
+            self._gripper_cmd = -1.0
+            self._gripper_width = width
+            self._publish_state(js, self._offset())
 
     @staticmethod
     def _quietly(fn) -> None:
@@ -193,7 +290,20 @@ class ArmController:
                 self._next_recover = -np.inf
         self._wake.set()
 
+    def reject(self, reason: str) -> None:
+        """Count and report a command refused before it reached the controller (a message that
+        could not be converted)."""
+        with self._lock:
+            self.safety.reject(reason)
+
     # -- observations (any thread) ---------------------------------------------------------
+    def current_command(self) -> np.ndarray:
+        """Measured joints plus the current gripper command (a forward command that holds)."""
+        with self._lock:
+            if self._state is None:
+                raise ValueError("no arm state yet")
+            return self._current()
+
     def state(self) -> JointState | None:
         """Latest measured state in command order (joints, then gripper width in m); None before
         the first read."""
@@ -237,8 +347,24 @@ class ArmController:
                 "loop_hz": round(self._rate, 1),
                 "ticks": self._ticks,
                 "overruns": self._overruns,
+                "tick_callback_errors": self._tick_errors,
                 "arm": dict(self._arm_status),
             }
+
+    def pacing_status(self) -> dict[str, Any]:
+        """The grid pacer's timeline (late ticks run at once, stalls given up); {} when the arm
+        paces itself."""
+        pc = self.pacing
+        if pc is None:
+            return {}
+        return {
+            "ticks": pc.ticks,
+            "late_ticks": pc.late_ticks,
+            "max_lateness_ms": round(pc.max_lateness * 1e3, 1),
+            "stalls": len(pc.stalls),
+            "skipped_ticks": pc.skipped_ticks,
+            "last_stall": pc.stalls[-1] if pc.stalls else None,
+        }
 
     # -- internals -------------------------------------------------------------------------
     def _accepting(self) -> bool:
@@ -279,25 +405,64 @@ class ArmController:
                 "protective_stop": False,
             }
 
+    def _offset(self) -> float:
+        """This clock minus ``time.monotonic()`` (backends stamp on the latter)."""
+        return 0.0 if self.clock is time.monotonic else self.clock() - time.monotonic()
+
     def _run(self) -> None:
+        if self.arm.connect_in_loop:
+            try:
+                self._connect()
+            except BaseException as e:  # raised by start()
+                self._start_error = e
+                return
+            finally:
+                self._started.set()
+        try:
+            self._loop()
+        finally:
+            if self.arm.connect_in_loop:
+                self._quietly(self.arm.stop)
+                self._quietly(self.arm.disconnect)
+
+    def _loop(self) -> None:
         hz = self.arm.control_hz
         status_every = max(1, round(hz / STATUS_HZ))
         gripper_every = max(1, round(hz / GRIPPER_READ_HZ))
+        pacer = self.arm.make_pacer(self._stop, self.on_stall)
+        self.pacing = pacer.stats if pacer is not None else None
         window_start, window_ticks = time.monotonic(), 0
         while not self._stop.is_set():
-            try:
-                token = self.arm.period_start()
-            except Exception:  # noqa: BLE001 - SDK timing unavailable while disconnected
-                token = None
-            t0 = time.monotonic()
-            self._wake.clear()
-            if self._fault:
-                self._faulted_tick()
+            due, token = None, None
+            if pacer is not None:
+                due = pacer.wait().due
+                if self._stop.is_set():
+                    break
             else:
                 try:
-                    self._tick(read_gripper=self._ticks % gripper_every == 0)
+                    token = self.arm.period_start()
+                except Exception:  # noqa: BLE001 - SDK timing unavailable while disconnected
+                    token = None
+            t0 = time.monotonic()
+            self._wake.clear()
+            while not self._jobs.empty():
+                self._jobs.get_nowait()()
+            offset = self._offset()
+            sent = None
+            if self._fault:
+                self._faulted_tick(offset)
+            else:
+                try:
+                    sent = self._tick(self._ticks % gripper_every == 0, due, offset)
                 except Exception as e:  # noqa: BLE001 - any backend failure is a fault, never a crash
                     self._on_fault(e)
+            try:
+                if self.arm.step(t0 if due is None else due):
+                    self._read_state(True, offset)
+            except Exception as e:  # noqa: BLE001
+                if not self._fault:  # while faulted, recovery owns the backoff
+                    self._on_fault(e)
+            self._report(sent, (t0 if due is None else due) + offset)
             self._ticks += 1
             window_ticks += 1
             if self._ticks % status_every == 0:
@@ -309,6 +474,8 @@ class ArmController:
                 window_start, window_ticks = time.monotonic(), 0
             if time.monotonic() - t0 > 1.0 / hz:
                 self._overruns += 1
+            if pacer is not None:
+                continue
             try:
                 if token is None:
                     raise RuntimeError
@@ -316,14 +483,31 @@ class ArmController:
             except Exception:  # noqa: BLE001
                 self._wake.wait(max(0.0, t0 + 1.0 / hz - time.monotonic()))
 
-    def _tick(self, read_gripper: bool) -> None:
+    def _report(self, sent: JointState | None, stamp: float) -> None:
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick(TickReport(self._ticks, stamp, self.state(), sent))
+        except Exception:  # noqa: BLE001 - a publisher's failure must not stop the arm
+            self._tick_errors += 1
+            if self._tick_errors in (1, 10, 100) or self._tick_errors % 1000 == 0:
+                log.exception("on_tick callback failed (%d times so far)", self._tick_errors)
+
+    def _read_state(self, read_gripper: bool, offset: float) -> JointState:
         js = self.arm.read()  # SDK I/O outside the lock: commands never wait on the network
         gripper = self.arm.gripper
         if gripper is not None and read_gripper:
             self._gripper_width = gripper.read().width
-        now = self.clock()
         with self._lock:
-            self._publish_state(js)
+            self._publish_state(js, offset)
+        return js
+
+    def _tick(self, read_gripper: bool, due: float | None, offset: float) -> JointState | None:
+        """One tick; returns what was sent (None while e-stopped)."""
+        self._read_state(read_gripper, offset)
+        gripper = self.arm.gripper
+        now = self.clock() if due is None else due + offset
+        with self._lock:
             stop_now, self._stop_pending = self._stop_pending, False
             if self.traj.active and now > self.traj.end_time and not self.safety.status.estopped:
                 # feed() stops submitting after the end, leaving the sample of the last tick
@@ -339,29 +523,33 @@ class ArmController:
                 gripper.stop()
         if estopped:
             self._prev = None
-            return  # stopped by arm.stop(); nothing is sent until reset_estop()
+            return None  # stopped by arm.stop(); nothing is sent until reset_estop()
         q = target[: self.n_arm]
         # Feed-forward velocity: the slope of the (interpolated, rate-limited) target itself.
         prev = self._prev
         dq = (q - prev[1]) / (now - prev[0]) if prev is not None and now > prev[0] else np.zeros_like(q)
         self._prev = (now, q.copy())
-        sent = self.arm.write(q, dq)
         if gripper is not None:
+            # Before the joints: a backend that sends both in one message (ros2_control) then
+            # sends this tick's gripper command, not the previous one.
             gripper.command(float(target[-1]))
+        sent = self.arm.write(q, dq)
         cmd = np.concatenate([sent, target[self.n_arm :]])
         with self._lock:
             if self.hw.gripper_joint:
                 self._gripper_cmd = float(target[-1])
-            self._sent = JointState(position=cmd, stamp=self.clock(), names=self.names)
+            self._sent = JointState(position=cmd, stamp=now, names=self.names)
+            return self._sent
 
-    def _publish_state(self, js: JointState) -> None:
-        """Under the lock: store the measured state in command order (gripper width appended)."""
+    def _publish_state(self, js: JointState, offset: float) -> None:
+        """Under the lock: store the measured state in command order (gripper width appended),
+        its stamp moved from the backend's monotonic clock onto this controller's clock."""
         pos = np.asarray(js.position, dtype=np.float64)
         vel = None if js.velocity is None else np.asarray(js.velocity, dtype=np.float64)
         if self.hw.gripper_joint:
             pos = np.append(pos, self._gripper_width)
             vel = None if vel is None else np.append(vel, 0.0)
-        self._state = JointState(position=pos, stamp=js.stamp, velocity=vel, names=self.names)
+        self._state = JointState(position=pos, stamp=js.stamp + offset, velocity=vel, names=self.names)
         self._has_state.set()
 
     def _on_fault(self, e: Exception) -> None:
@@ -379,12 +567,12 @@ class ArmController:
             msg,
         )
 
-    def _faulted_tick(self) -> None:
+    def _faulted_tick(self, offset: float) -> None:
         # Keep publishing what the arm measures when the SDK can still read it.
         try:
             js = self.arm.read()
             with self._lock:
-                self._publish_state(js)
+                self._publish_state(js, offset)
         except Exception:  # noqa: BLE001 - expected while the connection is down
             pass
         if time.monotonic() < self._next_recover:

@@ -13,6 +13,7 @@ from sensor_msgs.msg import JointState as JointStateMsg
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robot_policy import conventions as conv
+from robot_policy.camera_model import Intrinsics
 from robot_policy.types import ActionChunk, Frame, JointState
 
 _ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "mono8": (np.uint8, 1), "16UC1": (np.uint16, 1)}
@@ -86,6 +87,33 @@ def camera_info(
     msg.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def intrinsics_to_camera_info(intr: Intrinsics, stamp: float, frame_id: str = "") -> CameraInfo:
+    """``camera_model.Intrinsics`` (a calibration file's or the device's) -> CameraInfo.
+
+    OpenCV's 5 coefficients are ``plumb_bob``; 8 (``--rational``) are ``rational_polynomial``;
+    a device model (RealSense ``inverse_brown_conrady``) keeps its name and coefficients. No
+    rectification: R is the identity and P is K with a zero fourth column, as realsense2_camera
+    publishes for its colour stream.
+    """
+    d = [float(x) for x in np.asarray(intr.dist, dtype=np.float64).reshape(-1)]
+    model = intr.model
+    if model == "plumb_bob" and len(d) > 5:
+        model, d = "rational_polynomial", (d + [0.0] * 8)[:8]
+    elif model == "plumb_bob":
+        d = (d + [0.0] * 5)[:5]
+    K = np.asarray(intr.K, dtype=np.float64).reshape(3, 3)
+    msg = CameraInfo()
+    msg.header.stamp = to_time(stamp)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(intr.width), int(intr.height)
+    msg.distortion_model = model
+    msg.d = d
+    msg.k = K.reshape(-1).tolist()
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = np.hstack([K, np.zeros((3, 1))]).reshape(-1).tolist()
     return msg
 
 

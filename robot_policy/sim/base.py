@@ -166,6 +166,11 @@ class SimEnv(gym.Env):
     def render(self):
         return self.render_frame()
 
+    @property
+    def renderer(self) -> CameraRenderer:
+        """The scene's renderer (hidden geom groups applied): cameras reading this world share it."""
+        return self._renderer
+
     def render_frame(self, camera: str | None = None, height: int = 240, width: int = 320) -> np.ndarray:
         """A larger frame for videos (not part of observations)."""
         return self._renderer.render(camera or self.render_camera, height, width)

@@ -1,0 +1,308 @@
+"""The ROS-free core of ``robot_node``: any arm backend under one ``ArmController``, plus, when the
+backend hosts a simulated world, that world's cameras and task state.
+
+What the node does with it: convert messages to the calls below, and the :class:`RobotSample`
+handed to ``on_sample`` back to messages. The control loop is the controller's own thread (never
+the ROS executor); ``on_sample`` runs in it after the ticks that publish:
+
+- a simulated world (``sim`` backend): every tick (its physics is stepped per tick at the
+  control rate), cameras rendered in that thread (their GL context lives there) every
+  ``control_hz / fps`` samples, and the task state (object pose) for ``/sim/observation``;
+- a real arm: the loop runs at the backend's native rate (franka 50 Hz, UR 500 Hz) and samples
+  are handed on at the hardware config's ``control_hz``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_policy.cameras import Camera, Capture, make_camera, options_from_hardware
+from robot_policy.config import ConfigError
+from robot_policy.hardware.config import HardwareConfig
+from robot_policy.robots import ArmController, arm_config_from, make_arm
+from robot_policy.robots.base import arm_class
+from robot_policy.robots.controller import TickReport
+from robot_policy.types import JointState
+
+
+@dataclass
+class RobotSample:
+    """What the node publishes after a tick; stamps on the runtime's clock."""
+
+    state: JointState
+    """Measured joints + gripper opening (command order); ``/joint_states``."""
+    command: JointState | None
+    """Target sent this tick (command order); ``/joint_commands``. None: nothing was sent."""
+    task_state: dict[str, np.ndarray] | None = None
+    """A simulated world's other low-dim state (object pose...): ``/sim/observation``."""
+    captures: dict[str, Capture] = field(default_factory=dict)
+    """Cameras of a simulated world rendered this tick (name -> capture, stamped like ``state``)."""
+
+
+def arm_overrides(hw: HardwareConfig, values: dict[str, Any]) -> tuple[HardwareConfig, list[str]]:
+    """``hw`` with ``values`` merged into ``arm_config`` where the backend's config has such a
+    field (node parameters such as ``seed`` or ``task`` for the sim backend). Returns the new config
+    and the names that do not apply to this backend (for a warning)."""
+    fields = {f.name for f in dataclasses.fields(arm_class(hw).config_class)}
+    use = {k: v for k, v in values.items() if k in fields}
+    unused = sorted(set(values) - fields)
+    hw = dataclasses.replace(hw, arm_config={**hw.arm_config, **use})
+    arm_config_from(hw)  # bad values fail here, naming the field
+    return hw, unused
+
+
+class PoseSolver:
+    """Cartesian target -> joint target: the project's damped-least-squares IK
+    (:class:`robot_policy.sim.ik.DiffIK`) on the robot's MJCF (``description:`` of the hardware
+    config), end-effector site ``site``. Poses are in the model's world frame."""
+
+    POSITION_TOL = 0.01
+    """m: a solution further than this from the target is refused (unreachable), not executed."""
+    ROTATION_TOL = 0.05
+    """rad: the same for the orientation error."""
+
+    def __init__(self, hw: HardwareConfig, site: str = "tcp"):
+        import mujoco
+
+        from robot_policy import resources
+        from robot_policy.sim.ik import DiffIK
+
+        if not hw.description:
+            raise ConfigError(
+                f"hardware config '{hw.name}' has no description: Cartesian targets need an MJCF of the "
+                "arm (description: path/to/robot.xml) with its joints and an end-effector site"
+            )
+        path = Path(hw.description)
+        path = path if path.is_file() else resources.shipped_file(hw.description)
+        model = mujoco.MjModel.from_xml_path(str(path))
+        try:
+            jids = [model.joint(n).id for n in hw.joint_names]
+            site_id = model.site(site).id
+        except KeyError as e:
+            raise ConfigError(
+                f"hardware config '{hw.name}': description {path} has no {e.args[0]} (needs the joints "
+                f"{hw.joint_names} and the end-effector site '{site}', parameter ee_site)"
+            ) from None
+        lower, upper = np.asarray(hw.position_lower), np.asarray(hw.position_upper)
+        qadr = np.array([model.jnt_qposadr[j] for j in jids])
+        home = (lower + upper) / 2
+        if model.nkey and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home") >= 0:
+            home = np.clip(model.key("home").qpos[qadr], lower, upper)
+        self.ik = DiffIK(model, site_id, qadr, [model.jnt_dofadr[j] for j in jids], lower, upper, home)
+
+    def solve(self, q: np.ndarray, position, quat_wxyz) -> np.ndarray:
+        """Joint positions near ``q`` reaching the pose (an all-zero quaternion: position only);
+        ValueError when the pose is out of reach."""
+        from robot_policy.sim.ik import orientation_error, quat_to_mat
+
+        pos = np.asarray(position, dtype=np.float64)
+        quat = np.asarray(quat_wxyz, dtype=np.float64)
+        if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
+            raise ValueError(f"target pose has non-finite values: position {pos}, orientation {quat}")
+        norm = np.linalg.norm(quat)
+        mat = None if norm == 0 else quat_to_mat(quat / norm)
+        sol = self.ik.solve(q, pos, mat, iters=100, max_step=0.1)
+        p, m = self.ik.fk(sol)
+        dp = float(np.linalg.norm(p - pos))
+        dr = 0.0 if mat is None else float(np.linalg.norm(orientation_error(m, mat)))
+        if dp > self.POSITION_TOL or dr > self.ROTATION_TOL:
+            raise ValueError(
+                f"target pose {pos.round(3).tolist()} out of reach within the joint limits: IK ends "
+                f"{dp * 100:.1f} cm / {dr:.2f} rad away; not executed"
+            )
+        return sol
+
+
+class RobotRuntime:
+    """One arm backend (``arm:`` of the hardware config, through the ARMS registry) with its
+    controller; for a simulated world also its cameras. Thread-safe entry points."""
+
+    def __init__(
+        self,
+        hw: HardwareConfig,
+        clock: Callable[[], float] = time.monotonic,
+        on_sample: Callable[[RobotSample], None] | None = None,
+        on_stall: Callable[[Any], None] | None = None,
+        arm_kwargs: dict[str, Any] | None = None,
+        ee_site: str = "tcp",
+    ):
+        self.hw = hw
+        self.on_sample = on_sample
+        self.arm = make_arm(hw, **(arm_kwargs or {}))
+        self.ctl = ArmController(self.arm, clock, on_tick=self._on_tick, on_stall=on_stall)
+        self.period = 1.0 / hw.control_hz
+        self.cameras: dict[str, tuple[Camera, int]] = {}
+        self.cmd_latency: collections.deque = collections.deque(maxlen=2000)
+        self.ee_site = ee_site
+        self._pose: PoseSolver | None = None
+        self._next_pub = -np.inf
+        self._published = 0
+        self._capture_stamp = 0.0
+        self._sample_cond = threading.Condition()
+        self._handed_on = 0  # samples handed to on_sample (a reset waits for the next one)
+
+    @property
+    def world(self):
+        """The simulated world the arm lives in, or None for a real arm."""
+        return self.arm.world
+
+    def start(self) -> RobotRuntime:
+        self.ctl.start()
+        if self.world is not None:
+            try:
+                self.ctl.call_in_loop(self._open_cameras, timeout=60.0)
+            except BaseException:
+                self.ctl.close()
+                raise
+        self.ctl.wait_for_state(timeout=30.0)
+        return self
+
+    def _open_cameras(self) -> None:
+        """In the loop thread: the world's cameras render with its GL context."""
+        w = self.world
+        for c in self.hw.cameras:
+            if c.backend != "sim":
+                raise ConfigError(
+                    f"hardware config '{self.hw.name}': camera '{c.name}' has backend '{c.backend}' in a "
+                    "simulated world; its cameras are rendered from the scene (backend: sim)"
+                )
+            cam = make_camera(
+                "sim",
+                options_from_hardware(c),
+                model=w.model,
+                data=w.data,
+                renderer=w.renderer,
+                clock=lambda: self._capture_stamp,
+            )
+            cam.connect()
+            self.cameras[c.name] = (cam, max(1, round(self.hw.control_hz / c.fps)))
+
+    def close(self) -> None:
+        if self.cameras and self.ctl._thread is not None:
+            try:
+                self.ctl.call_in_loop(self._close_cameras)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        self.ctl.close()
+
+    def _close_cameras(self) -> None:
+        for cam, _ in self.cameras.values():
+            cam.disconnect()
+        self.cameras.clear()
+
+    # -- the loop thread -------------------------------------------------------------------------
+    def _on_tick(self, r: TickReport) -> None:
+        # Real arms: hand samples on at control_hz, on the loop tick nearest each publishing
+        # time, not at the native loop rate. A simulated world publishes every tick.
+        if r.state is None or r.stamp < self._next_pub - 0.499 / self.arm.control_hz:
+            return
+        self._next_pub = (
+            self._next_pub + self.period if r.stamp - self._next_pub < self.period else r.stamp + self.period
+        )
+        n, self._published = self._published, self._published + 1
+        sample = RobotSample(state=r.state, command=r.command)
+        if self.world is not None:
+            sample.task_state = self.world.task_state()
+            self._capture_stamp = r.state.stamp
+            sample.captures = {
+                name: cam.read() for name, (cam, every) in self.cameras.items() if n % every == 0
+            }
+        try:
+            if self.on_sample is not None:
+                self.on_sample(sample)
+        finally:
+            with self._sample_cond:
+                self._handed_on += 1
+                self._sample_cond.notify_all()
+
+    # -- commands (any thread) ------------------------------------------------------------------
+    def submit_trajectory(self, start: float, time_from_start, points) -> bool:
+        return self.ctl.submit_trajectory(time_from_start, points, start_time=start)
+
+    def submit_target(self, target) -> bool:
+        return self.ctl.submit_target(target)
+
+    def submit_pose(self, position, quat_wxyz) -> bool:
+        """A Cartesian target: IK to joints from the current state, then a forward command
+        (same safety layer: clamp, rate limit, watchdog). False when refused."""
+        state = self.ctl.state()
+        try:
+            if self._pose is None:
+                self._pose = PoseSolver(self.hw, self.ee_site)
+            if state is None:
+                raise ValueError("no arm state yet")
+            n = len(self.hw.joint_names)
+            q = self._pose.solve(state.position[:n], position, quat_wxyz)
+        except (ValueError, ConfigError) as e:
+            self.ctl.reject(f"target_pose: {e}")
+            return False
+        cmd = self.ctl.current_command()
+        cmd[:n] = q
+        return self.ctl.submit_target(cmd)
+
+    def reject(self, reason: str) -> None:
+        self.ctl.reject(reason)
+
+    def note_command_stamp(self, latency: float) -> None:
+        """Arrival minus the header stamp of a command (observation-to-command latency)."""
+        self.cmd_latency.append(latency)
+
+    def estop(self) -> None:
+        self.ctl.estop()
+
+    def reset_estop(self) -> None:
+        self.ctl.reset_estop()
+
+    # -- a simulated world's episodes -----------------------------------------------------------
+    def _require_world(self, what: str):
+        if self.world is None:
+            raise RuntimeError(f"{what}: arm backend '{self.arm.name}' is a real arm, not a simulated world")
+        return self.world
+
+    def reset_scene(self, timeout: float = 10.0) -> int:
+        """New episode of the simulated world (next seed); the arm then holds, gripper open.
+        Returns once the first sample of the new episode was handed on, so whoever asked for
+        the reset sees the new scene in the next state it reads."""
+        w = self._require_world("scene reset")
+        mark = {}
+
+        def reset() -> int:
+            seed = w.reset()
+            mark["n"] = self._handed_on  # in the loop thread: the next sample is the new scene's
+            return seed
+
+        seed = self.ctl.call_in_loop(reset, timeout=timeout, rearm=True)
+        with self._sample_cond:
+            self._sample_cond.wait_for(lambda: self._handed_on > mark["n"], timeout)
+        return seed
+
+    def episode(self) -> dict[str, Any]:
+        """``seed``, ``success`` (any time this episode), ``success_now``, ``steps``."""
+        w = self._require_world("episode state")
+        return {
+            "seed": w.episode_seed,
+            "success": w.episode_success,
+            "success_now": w.success_now,
+            "steps": w.steps,
+        }
+
+    # -- diagnostics ----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        st = self.ctl.status()
+        lat = np.asarray(self.cmd_latency, dtype=np.float64)
+        st["cmd_latency_n"] = int(lat.size)
+        for q in (50, 90, 99):
+            st[f"cmd_latency_ms_p{q}"] = f"{np.percentile(lat, q) * 1e3:.1f}" if lat.size else "nan"
+        if self.world is not None:
+            st["episode_seed"] = self.world.episode_seed
+            st["steps"] = self.world.steps
+        return st
