@@ -279,7 +279,7 @@ def _next_steps(info: dict) -> list[str]:
     tips += [
         "  - images instead of state: robot-policy sim collect --task tabletop --cameras default ... then "
         "robot-policy train --data D.zarr --policy flow (docs/policies.md)",
-        "  - record your own demonstrations: robot-policy launch launch/record.launch.xml teleop:=keyboard",
+        "  - record demonstrations through the graph: robot-policy launch record.launch.xml episodes:=20",
         "  - the real robot: hardware YAML, calibration and robot_node (docs/hardware.md), then "
         "robot-policy launch launch/real.launch.xml hardware:=NAME",
     ]

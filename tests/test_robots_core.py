@@ -178,7 +178,7 @@ def test_write_checks_everything_before_the_sdk():
 
 
 def test_registry_has_the_backends_and_unknown_names_are_config_errors():
-    assert {"franka", "ur_rtde", "xarm"} <= set(ARMS.names())
+    assert {"franka", "ur_rtde", "xarm", "sim", "ros2_control"} <= set(ARMS.names())
     with pytest.raises(ConfigError, match="unknown arm backend 'kuka'.*known: .*franka"):
         make_arm(_hw(arm="kuka"))
     with pytest.raises(ValueError, match="already registered"):
@@ -198,7 +198,7 @@ def test_arm_config_is_typed_and_rejects_unknown_keys():
         arm_config_from(hw)
 
 
-@pytest.mark.parametrize("name", ["fr3", "fr3_sim", "ur5e", "xarm7"])
+@pytest.mark.parametrize("name", ["fr3", "fr3_sim", "ur5e", "xarm7", "sim_tabletop"])
 def test_shipped_hardware_configs_make_their_arm_without_the_sdk_being_touched(name):
     hw = load_hardware_config(name)
     arm = make_arm(hw)
@@ -209,7 +209,8 @@ def test_shipped_hardware_configs_make_their_arm_without_the_sdk_being_touched(n
 def test_importing_the_package_imports_no_sdk():
     code = (
         "import sys, robot_policy.robots as r; "
-        "print(sorted(m for m in ('franky', 'franky_sim', 'rtde_control', 'rtde_receive', 'xarm') if m in sys.modules))"
+        "print(sorted(m for m in ('franky', 'franky_sim', 'rtde_control', 'rtde_receive', 'xarm', 'mujoco', "
+        "'rclpy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -4,7 +4,7 @@ Importing this package registers every backend in :data:`ARMS`; no backend impor
 before ``connect()``, so this import never needs franky, ur_rtde, the xArm SDK or MuJoCo.
 """
 
-from robot_policy.robots import franka, sim, ur_rtde, xarm  # noqa: F401 - registers the backends
+from robot_policy.robots import franka, ros2_control, sim, ur_rtde, xarm  # noqa: F401 - registers the backends
 from robot_policy.robots.base import (
     ARMS,
     Arm,

@@ -31,11 +31,9 @@ runs other work between ticks in that thread (a scene reset).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +41,7 @@ import numpy as np
 from robot_policy.hardware.safety import CommandRejected, SafetyLayer
 from robot_policy.hardware.trajectory import TrajectoryExecutor
 from robot_policy.robots.base import Arm
+from robot_policy.robots.loop import LoopJobs, TickReport
 from robot_policy.types import JointState
 
 log = logging.getLogger("robot_policy.robots.controller")
@@ -51,23 +50,6 @@ STATUS_HZ = 10.0
 """How often the loop refreshes the backend's ``status()`` snapshot (SDK calls stay in the loop)."""
 GRIPPER_READ_HZ = 20.0
 """How often the loop reads the gripper (a network round trip on most grippers)."""
-STEP_STAMP_CAP = 0.25
-"""A stepped world's observation is stamped at most this fraction of a period after its command:
-a slow step must not push it toward the next command's stamp (the pairing would be ambiguous)."""
-
-
-@dataclass
-class TickReport:
-    """What one control tick did, handed to ``on_tick`` in the loop thread."""
-
-    index: int
-    """Tick number since start."""
-    stamp: float
-    """The tick's command time on the controller's clock (grid-paced: its due time)."""
-    state: JointState | None
-    """Measured state after the tick, command order (None before the first read)."""
-    command: JointState | None
-    """Target sent this tick, command order (None when nothing was sent: e-stop, fault)."""
 
 
 class ArmController:
@@ -90,7 +72,7 @@ class ArmController:
         self.on_tick = on_tick
         self.on_stall = on_stall
         self.pacing = None  # PacingStats of a grid-paced loop
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs = LoopJobs(f"the control loop of arm '{arm.name}'")
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._tick_errors = 0
@@ -133,6 +115,7 @@ class ArmController:
             )
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"arm-{self.arm.name}", daemon=True)
+        self._jobs.thread = self._thread
         if not self.arm.connect_in_loop:
             self._connect()
             self._thread.start()
@@ -141,7 +124,7 @@ class ArmController:
         self._started.wait()
         if self._start_error is not None:
             self._thread.join(timeout=10.0)
-            self._thread = None
+            self._thread = self._jobs.thread = None
             raise self._start_error
         return self
 
@@ -166,7 +149,7 @@ class ArmController:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
-            self._thread = None
+            self._thread = self._jobs.thread = None
         if not self.arm.connect_in_loop:
             self._quietly(self.arm.stop)
             self._quietly(self.arm.disconnect)
@@ -175,30 +158,14 @@ class ArmController:
         """Run ``fn`` in the loop thread between two ticks and return its result (its exception is
         raised here). ``rearm``: afterwards forget all targets, as after a recovery (the arm holds
         where it now is, gripper open), keeping counters and a latched e-stop: a scene reset."""
-        if threading.current_thread() is self._thread or self._thread is None:
+
+        def job():
             value = fn()
             if rearm:
                 self._after_reset()
             return value
-        done, box = threading.Event(), {}
 
-        def job():
-            try:
-                box["value"] = fn()
-                if rearm:
-                    self._after_reset()
-            except Exception as e:  # noqa: BLE001 - handed to the caller
-                box["error"] = e
-            done.set()
-
-        self._jobs.put(job)
-        if not done.wait(timeout):
-            raise TimeoutError(
-                f"the control loop of arm '{self.arm.name}' did not run the request in {timeout} s"
-            )
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return self._jobs.call(job, timeout)
 
     def _after_reset(self) -> None:
         js = self.arm.read()
@@ -445,8 +412,7 @@ class ArmController:
                     token = None
             t0 = time.monotonic()
             self._wake.clear()
-            while not self._jobs.empty():
-                self._jobs.get_nowait()()
+            self._jobs.run_pending()
             offset = self._offset()
             sent = None
             if self._fault:
@@ -462,7 +428,7 @@ class ArmController:
             except Exception as e:  # noqa: BLE001
                 if not self._fault:  # while faulted, recovery owns the backoff
                     self._on_fault(e)
-            self._report(sent, (t0 if due is None else due) + offset)
+            self._report(sent, (t0 if due is None else due) + offset, t0)
             self._ticks += 1
             window_ticks += 1
             if self._ticks % status_every == 0:
@@ -483,11 +449,11 @@ class ArmController:
             except Exception:  # noqa: BLE001
                 self._wake.wait(max(0.0, t0 + 1.0 / hz - time.monotonic()))
 
-    def _report(self, sent: JointState | None, stamp: float) -> None:
+    def _report(self, sent: JointState | None, stamp: float, started: float) -> None:
         if self.on_tick is None:
             return
         try:
-            self.on_tick(TickReport(self._ticks, stamp, self.state(), sent))
+            self.on_tick(TickReport(self._ticks, stamp, self.state(), sent, started))
         except Exception:  # noqa: BLE001 - a publisher's failure must not stop the arm
             self._tick_errors += 1
             if self._tick_errors in (1, 10, 100) or self._tick_errors % 1000 == 0:

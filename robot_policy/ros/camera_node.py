@@ -92,6 +92,12 @@ class CameraNode(Node):
         )
         timeout = declare(self, "read_timeout_s", 0.0, "read timeout (s); 0: each camera's timeout_s")
         period = declare(self, "diagnostics_period_s", 1.0, "seconds between /diagnostics reports")
+        window = declare(
+            self,
+            "latency_window",
+            300,
+            "frames over which /diagnostics reports capture-to-publish percentiles",
+        )
 
         if cameras is None:
             if not hw_name:
@@ -132,9 +138,11 @@ class CameraNode(Node):
                     cam,
                     lambda capture, out=out: self._publish(out, capture),
                     reconnect_s=reconnect_s,
+                    window=max(1, window),
                     read_timeout_s=timeout or None,
                     warn=log.warning,
                     error=log.error,
+                    info=log.info,
                 )
             )
         for s in self.streams:

@@ -1,23 +1,67 @@
 """Evaluation episodes through the ROS 2 graph: policy_node -> JointTrajectory -> sim_node,
 recorded by recorder_node. Drives the graph only through its services, as an operator would.
 
-Per episode: pause the policy, ``/sim/reset`` (seed), ``/policy/reset``, ``/recorder/start``,
-poll ``/sim/success`` until success (+ a short settle) or the time limit, pause the policy,
+Per episode: pause the policy, reset the scene, ``/policy/reset``, ``/recorder/start``, poll
+success until it is reached (+ a short settle) or the time limit, pause the policy,
 ``/recorder/mark_success``, ``/recorder/stop``. The policy's ``/diagnostics`` give latencies.
+
+The scene: a simulated robot resets with ``/sim/reset`` (seed) and reports ``/sim/success``
+(:class:`SimScene`); a real robot has no ``/sim/*`` services, so the operator resets the scene and
+judges each episode (:class:`OperatorScene`). :func:`scene_for` picks by the hardware config.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from robot_policy import conventions as conv
 from robot_policy.ros.client import GraphClient
 
 
+class SimScene:
+    """A simulated robot's episodes: ``/sim/reset`` (returns the seed), ``/sim/success``."""
+
+    def __init__(self, client: GraphClient):
+        self.client = client
+
+    def reset(self) -> int | None:
+        return conv.parse_seed(self.client.call(conv.SIM_RESET).message)
+
+    def success(self) -> bool:
+        return bool(self.client.call(conv.SIM_SUCCESS).success)
+
+    def verdict(self, seen: bool) -> bool:
+        return seen
+
+
+class OperatorScene:
+    """A real robot's episodes: the operator resets the scene and says whether it succeeded
+    (``ask`` prints a prompt and returns the answer; default ``input``)."""
+
+    def __init__(self, ask: Callable[[str], str] = input):
+        self.ask = ask
+
+    def reset(self) -> int | None:
+        self.ask("reset the scene, then press Enter ")
+        return None  # no seed: the operator laid the scene out
+
+    def success(self) -> bool:
+        return False  # nothing to poll: the episode runs for its time limit
+
+    def verdict(self, seen: bool) -> bool:
+        return self.ask("did the episode succeed? [y/N] ").strip().lower().startswith("y")
+
+
+def scene_for(hw, client: GraphClient, ask: Callable[[str], str] = input) -> SimScene | OperatorScene:
+    """:class:`SimScene` for a simulated robot (``hw.simulated``), else :class:`OperatorScene`."""
+    return SimScene(client) if hw.simulated else OperatorScene(ask)
+
+
 @dataclass
 class EpisodeResult:
-    seed: int
+    seed: int | None
     success: bool
     duration_s: float
     recorded: bool
@@ -51,18 +95,21 @@ def run_episodes(
     settle_s: float = 0.5,
     record: bool = True,
     progress: bool = True,
+    scene: SimScene | OperatorScene | None = None,
 ) -> list[EpisodeResult]:
-    """Run ``episodes`` evaluation episodes through the graph; returns one result per episode."""
+    """Run ``episodes`` evaluation episodes through the graph; returns one result per episode.
+    ``scene``: how episodes are reset and judged (default: the simulated robot's services)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from std_srvs.srv import SetBool
     from tqdm import tqdm
 
     client.subscribe(conv.DIAGNOSTICS, DiagnosticArray, keep=20, sensor=False)
+    scene = scene or SimScene(client)
     results: list[EpisodeResult] = []
     bar = tqdm(range(episodes), desc="eval (ROS 2 graph)", unit="ep", disable=not progress)
     for _ in bar:
         client.call(conv.POLICY_PAUSE)
-        seed = conv.parse_seed(client.call(conv.SIM_RESET).message)
+        seed = scene.reset()
         client.call(conv.POLICY_RESET)
         if record:
             client.call(conv.RECORDER_START)
@@ -70,12 +117,13 @@ def run_episodes(
         success = False
         while time.time() - t0 < max_seconds:
             time.sleep(0.25)
-            if client.call(conv.SIM_SUCCESS).success:
+            if scene.success():
                 success = True
                 time.sleep(settle_s)
                 break
         duration = time.time() - t0
         client.call(conv.POLICY_PAUSE)
+        success = scene.verdict(success)
         msg, recorded = "", False
         if record:
             client.call(conv.RECORDER_MARK_SUCCESS, SetBool, data=success)

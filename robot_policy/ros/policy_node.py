@@ -82,7 +82,14 @@ class PolicyNode(Node):
             self.create_subscription(
                 Image, conv.color_topic(cam), lambda m, c=cam: self._on_img(m, c), SENSOR_QOS
             )
-        if any(k not in conv.JOINT_STATE_KEYS and not conv.is_image_key(k) for k in keys):
+        task_keys = [k for k in keys if k not in conv.JOINT_STATE_KEYS and not conv.is_image_key(k)]
+        if task_keys and not self.hw.simulated:
+            raise ValueError(
+                f"checkpoint {ckpt} needs inputs {task_keys}, which only a simulated robot publishes "
+                f"(/sim/observation); robot '{self.hw.name}' (arm: {self.hw.arm}) has joint states and "
+                "cameras only: serve a policy trained on those"
+            )
+        if task_keys:
             self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
         self.create_service(Trigger, conv.POLICY_RESET, self._srv_reset)
         self.create_service(Trigger, conv.POLICY_PAUSE, self._srv_pause)

@@ -66,8 +66,12 @@ class RecorderNode(Node):
         )
         self.task = declare(self, "task", self.hw.task, "task name stored with each episode")
         self.operator = declare(self, "operator", "", "operator name stored with each episode")
+        # Only a simulated world publishes task state; a real robot's recorder does not wait for it.
         record_state = declare(
-            self, "record_sim_state", True, "also record /sim/observation keys when present"
+            self,
+            "record_sim_state",
+            self.hw.simulated,
+            "also record /sim/observation keys when present (default: only for a simulated robot)",
         )
         record_flag = declare(
             self, "record_intervention", False, "record /teleop/intervention (Bool) as key 'intervention'"

@@ -87,11 +87,18 @@ class RobotNode(Node):
         simulated = self.hw.simulated
         if simulated:
             self._sim_publishers()
+        # Inputs before the runtime (their callbacks run once the executor spins, after __init__).
+        subs = [
+            self.create_subscription(JointTrajectory, conv.TRAJECTORY, self._on_traj, COMMAND_QOS),
+            self.create_subscription(Float64MultiArray, conv.FORWARD_COMMANDS, self._on_fwd, COMMAND_QOS),
+            self.create_subscription(PoseStamped, TARGET_POSE, self._on_pose, COMMAND_QOS),
+        ]
         kwargs = {}
         if arm_class(self.hw).uses_ros:
             from robot_policy.ros.ros2_control_transport import Ros2ControlTransport
 
-            kwargs["transport"] = Ros2ControlTransport(self)
+            own = {t.topic_name for t in [self.pub_js, self.pub_cmd, *subs]}
+            kwargs["transport"] = Ros2ControlTransport(self, own_topics=own)
         self.rt = RobotRuntime(
             self.hw,
             clock=lambda: now_s(self),
@@ -100,9 +107,6 @@ class RobotNode(Node):
             arm_kwargs=kwargs,
             ee_site=ee_site,
         )
-        self.create_subscription(JointTrajectory, conv.TRAJECTORY, self._on_traj, COMMAND_QOS)
-        self.create_subscription(Float64MultiArray, conv.FORWARD_COMMANDS, self._on_fwd, COMMAND_QOS)
-        self.create_subscription(PoseStamped, TARGET_POSE, self._on_pose, COMMAND_QOS)
         self.create_service(Trigger, conv.ESTOP, self._srv_estop)
         self.create_service(Trigger, conv.ESTOP_RESET, self._srv_estop_reset)
         if simulated:

@@ -40,13 +40,19 @@ class TeleopNode(Node):
         )
         if self.mode not in ("scripted", "keyboard"):
             raise ValueError(f"teleop mode must be 'scripted' or 'keyboard', got {self.mode!r}")
+        if self.mode == "scripted" and not self.hw.simulated:
+            raise ValueError(
+                f"teleop mode 'scripted' runs the sim expert, but robot '{self.hw.name}' is a real "
+                f"arm (arm: {self.hw.arm}); use mode:=keyboard"
+            )
         self.pub_cmd = self.create_publisher(Float64MultiArray, conv.FORWARD_COMMANDS, COMMAND_QOS)
         self.pub_flag = self.create_publisher(Bool, conv.TELEOP_INTERVENTION, 10)
         self.obs: dict[str, np.ndarray] = {}
         self.obs_stamp = 0.0
         self.new_obs = threading.Condition()
         self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, SENSOR_QOS)
-        self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
+        if self.hw.simulated:  # task state exists only in a simulated world
+            self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
         self._srv_clients = {}
         self._stop = threading.Event()
         target = self._scripted if self.mode == "scripted" else self._keyboard
@@ -169,7 +175,8 @@ class TeleopNode(Node):
             termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
 
     def _kb_new(self) -> None:
-        self._call(conv.SIM_RESET)
+        if self.hw.simulated:  # a real scene is reset by the operator's hands
+            self._call(conv.SIM_RESET)
         if self.record:
             self._call(conv.RECORDER_START)
 

@@ -123,6 +123,7 @@ class CameraStream:
         clock: Callable[[], float] = time.monotonic,
         warn: Callable[[str], None] | None = None,
         error: Callable[[str], None] | None = None,
+        info: Callable[[str], None] | None = None,
     ):
         self.camera = camera
         self.name = camera.config.name
@@ -132,6 +133,7 @@ class CameraStream:
         self._clock = clock
         self._warn = warn or _log.warning
         self._error = error or _log.error
+        self._info = info or _log.info
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -177,14 +179,20 @@ class CameraStream:
             try:
                 capture = self.camera.read(self.read_timeout_s)
             except CameraTimeout as e:
+                if self._stop.is_set():
+                    return
                 self.timeouts += 1
                 self.last_error = str(e)
                 if self.timeouts == 1 or self.timeouts % 10 == 0:
                     self._warn(f"{e} [{self.timeouts} timeouts]")
                 continue
             except Exception as e:  # noqa: BLE001 - CameraError or an SDK error: reconnect
+                if self._stop.is_set():
+                    return
                 self.errors += 1
-                self.last_error = str(e) if isinstance(e, CameraError) else f"{type(e).__name__}: {e}"
+                self.last_error = (
+                    str(e) if isinstance(e, CameraError) else f"camera '{self.name}': {type(e).__name__}: {e}"
+                )
                 if not self._recover():
                     return
                 continue
@@ -192,11 +200,11 @@ class CameraStream:
                 self._publish(capture)
             except Exception as e:  # noqa: BLE001 - a publish failure must not kill the stream
                 self.publish_errors += 1
-                self.last_error = f"publish failed: {type(e).__name__}: {e}"
+                self.last_error = f"camera '{self.name}': publish failed: {type(e).__name__}: {e}"
                 if self._stop.is_set():
                     return
                 if self.publish_errors == 1 or self.publish_errors % 100 == 0:
-                    self._error(f"camera '{self.name}': {self.last_error} [{self.publish_errors} failures]")
+                    self._error(f"{self.last_error} [{self.publish_errors} failures]")
                 continue
             now = self._clock()
             with self._lock:
@@ -208,10 +216,10 @@ class CameraStream:
     def _recover(self) -> bool:
         """Reconnect until the camera streams again; False when the stream stays down."""
         if self.reconnect_s <= 0:
-            self._error(f"camera '{self.name}': {self.last_error}; not reconnecting (reconnect_s <= 0)")
+            self._error(f"{self.last_error}; not reconnecting (reconnect_s <= 0)")
             self.state = "failed"
             return False
-        self._error(f"camera '{self.name}': {self.last_error}; reconnecting every {self.reconnect_s:g} s")
+        self._error(f"{self.last_error}; reconnecting every {self.reconnect_s:g} s")
         self.state = "reconnecting"
         attempts = 0
         while not self._stop.wait(self.reconnect_s):
@@ -220,13 +228,13 @@ class CameraStream:
                 self.camera.disconnect()
                 self.camera.connect()
             except Exception as e:  # noqa: BLE001 - keep trying; the reason is in diagnostics
-                self.last_error = f"reconnect failed: {e}"
+                self.last_error = f"camera '{self.name}': reconnect failed: {e}"
                 if attempts == 1 or attempts % 10 == 0:
-                    self._warn(f"camera '{self.name}': {self.last_error} [attempt {attempts}]")
+                    self._warn(f"{self.last_error} [attempt {attempts}]")
                 continue
             self.reconnects += 1
             self.state = "streaming"
-            self._warn(f"camera '{self.name}': reconnected after {attempts} attempt(s)")
+            self._info(f"camera '{self.name}': reconnected after {attempts} attempt(s)")
             return True
         return False
 

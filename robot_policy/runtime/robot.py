@@ -30,7 +30,7 @@ from robot_policy.config import ConfigError
 from robot_policy.hardware.config import HardwareConfig
 from robot_policy.robots import ArmController, arm_config_from, make_arm
 from robot_policy.robots.base import arm_class
-from robot_policy.robots.controller import TickReport
+from robot_policy.robots.loop import TickReport
 from robot_policy.types import JointState
 
 
