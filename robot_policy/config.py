@@ -108,3 +108,27 @@ def load_config(cls: type[C], path: str | Path) -> C:
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     return from_dict(cls, data, where=str(path))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` of a dataclass (the string literal right after each field, on one
+    line): the help text of node parameters and CLI flags built from a config."""
+    import ast
+    import inspect
+    import textwrap
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's docs win over its base's
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for a, b in zip(body, body[1:]):
+            if (
+                isinstance(a, ast.AnnAssign)
+                and isinstance(a.target, ast.Name)
+                and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant)
+                and isinstance(b.value.value, str)
+            ):
+                out[a.target.id] = " ".join(b.value.value.split())
+    return out

@@ -27,6 +27,16 @@ SIM_OBSERVATION = "/sim/observation"
 """sensor_msgs/JointState carrying other low-dim task state; names are ``key/i``."""
 TELEOP_INTERVENTION = "/teleop/intervention"
 """std_msgs/Bool: true while a human commands the arm."""
+TELEOP_COMMAND = "/teleop/command"
+"""std_msgs/Float64MultiArray: the human's target (command order) when an arbiter runs; the teleop
+node's forward-command output is remapped here (without an arbiter it drives the robot directly)."""
+POLICY_TRAJECTORY = "/policy/joint_trajectory"
+"""trajectory_msgs/JointTrajectory: the policy's chunks when an arbiter runs (the policy node's
+trajectory output is remapped here; the arbiter forwards them to the robot)."""
+ARBITER_STEP = "/arbiter/step"
+"""sensor_msgs/JointState named ``key/i`` (like ``/sim/observation``), one per executed step,
+stamped with the recorder frame it belongs to: ``intervention``, ``policy_action``, ``source``,
+``interventions``."""
 
 
 def color_topic(camera: str) -> str:
@@ -73,6 +83,10 @@ RECORDER_MARK_SUCCESS = "/recorder/mark_success"
 """std_srvs/SetBool."""
 POLICY_RESET = "/policy/reset"
 POLICY_PAUSE = "/policy/pause"
+ARBITER_RESET = "/arbiter/reset"
+"""New episode: the arbiter's per-episode intervention counters restart."""
+TELEOP_RESET = "/teleop/reset"
+"""New episode: the teleop device replans (the scripted expert) and forgets held state."""
 
 # -- observation keys -----------------------------------------------------------------------
 JOINT_POS = "joint_pos"
@@ -124,6 +138,8 @@ def parse_seed(message: str) -> int:
 
 
 __all__ = [
+    "ARBITER_RESET",
+    "ARBITER_STEP",
     "DIAGNOSTICS",
     "ESTOP",
     "ESTOP_RESET",
@@ -137,6 +153,7 @@ __all__ = [
     "JOINT_VEL",
     "POLICY_PAUSE",
     "POLICY_RESET",
+    "POLICY_TRAJECTORY",
     "RECORDER_DISCARD",
     "RECORDER_MARK_SUCCESS",
     "RECORDER_START",
@@ -144,7 +161,9 @@ __all__ = [
     "SIM_OBSERVATION",
     "SIM_RESET",
     "SIM_SUCCESS",
+    "TELEOP_COMMAND",
     "TELEOP_INTERVENTION",
+    "TELEOP_RESET",
     "TRAJECTORY",
     "aligned_depth_info_topic",
     "aligned_depth_topic",

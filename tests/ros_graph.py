@@ -57,11 +57,14 @@ def diagnostics(client, name: str, timeout: float = 10.0, since: float = 0.0) ->
 def wait_until(pred, timeout: float, what: str, poll: float = 0.05):
     """Poll ``pred()`` until truthy; fail naming ``what`` (timeouts bound the test, they are not
     the assertion: the assertion is that the state is eventually reached)."""
+    import numpy as np
+
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
         last = pred()
-        if last is not None and last is not False:
+        # numpy comparisons give np.False_, which `is not False` would take as success.
+        if last is not None and last is not False and not (isinstance(last, np.bool_) and not last):
             return last
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what} (last value {last!r})")

@@ -109,7 +109,9 @@ class FakeHid:
 class FakeJoystick:
     """``pygame.joystick.Joystick(index)`` for a pad with ``axes`` axes and ``buttons`` buttons."""
 
-    def __init__(self, pygame, index: int, count: int, axes: int = 6, buttons: int = 11, name="Xbox Controller"):
+    def __init__(
+        self, pygame, index: int, count: int, axes: int = 6, buttons: int = 11, name="Xbox Controller"
+    ):
         if not pygame.joystick.get_init():
             raise pygame.error("joystick system not initialized")
         if index >= count:

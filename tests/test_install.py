@@ -189,12 +189,12 @@ def test_installed_package_runs_from_outside_the_checkout(installed):
     )  # fmt: skip
     assert (work / "tt.zarr").is_dir(), out
 
-    # Every launch file the nodes of which exist today, by bare name and by its share path.
-    # (real.launch.xml starts robot_node/camera_node, which arrive later: --dry-run resolves
-    # executables, so it is parsed with --show-args instead.)
+    # Every launch file, by bare name and by its share path (--dry-run resolves the executables).
     for name in ("sim", "record"):
         for target in (name, str(share / "launch" / f"{name}.launch.xml")):
             out = run(rp, "launch", target, "--dry-run")
             assert f"{venv}/bin/sim_node --ros-args" in out and str(REPO) not in out, out
     out = run(rp, "launch", "real", "hardware:=real_panda", "--show-args")
     assert f"{share}/config/fastdds_shm.xml" in out and str(REPO) not in out, out
+    out = run(rp, "launch", "real", "hardware:=fr3_sim", "--dry-run")
+    assert f"{venv}/bin/robot_node --ros-args" in out and f"{venv}/bin/camera_node --ros-args" in out, out

@@ -42,7 +42,8 @@ def test_record_and_real_launch_files_parse():
     assert desc.nodes[-1].params["mode"] == "keyboard"
     with pytest.raises(
         LaunchError,
-        match=r"provided value 'joystick' is not valid; valid options are: \['keyboard', 'scripted'\]",
+        match=r"provided value 'joystick' is not valid; valid options are: "
+        r"\['keyboard', 'gamepad', 'spacemouse', 'leader', 'scripted'\]",
     ):
         parse_launch_file(LAUNCH / "record.launch.xml", {"teleop": "joystick"})
     with pytest.raises(LaunchError, match="'hardware' is required"):

@@ -152,7 +152,13 @@ def test_invalid_commands_never_reach_sim(c):
     over = q0.copy()
     over[3] = 1.0
     c.publish("/forward_position_controller/commands", Float64MultiArray(data=over.tolist()))
-    wait_until(lambda: _q(c)[3] > -0.2, 20, "joint 4 near its upper limit")
+    # Streamed, as a teleop does: 2 s of travel at the velocity limit outlasts the watchdog.
+    stream = Float64MultiArray(data=over.tolist())
+    wait_until(
+        lambda: (c.publish("/forward_position_controller/commands", stream), bool(_q(c)[3] > -0.2))[1],
+        20,
+        "joint 4 near its upper limit",
+    )
     time.sleep(0.5)
     cmds = np.array(
         [m.position for m in c.messages("/joint_commands")[-(c.count("/joint_commands") - n_cmd) :]]
@@ -204,7 +210,15 @@ def test_estop_latches_until_reset(c):
     assert abs(q_reset[0] - far[0]) > 0.3
     c.call("/estop_reset")
     c.publish("/forward_position_controller/commands", Float64MultiArray(data=far.tolist()))
-    wait_until(lambda: abs(_q(c)[0] - far[0]) < 0.03, 15, "arm moving after e-stop reset")
+    stream = Float64MultiArray(data=far.tolist())  # streamed: the joint lags its target
+    wait_until(
+        lambda: (
+            c.publish("/forward_position_controller/commands", stream),
+            bool(abs(_q(c)[0] - far[0]) < 0.03),
+        )[1],
+        15,
+        "arm moving after e-stop reset",
+    )
 
 
 def test_recorder_writes_valid_episode_and_discard_leaves_nothing(c, graph):
@@ -246,3 +260,28 @@ def test_recorder_writes_valid_episode_and_discard_leaves_nothing(c, graph):
     store = EpisodeStore.open(graph.dataset)
     assert store.num_episodes == 1 and store.num_frames == frames
     assert not c.call("/recorder/stop").success  # nothing left to commit
+
+
+def test_target_pose_moves_the_end_effector(c):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import JointState
+
+    from robot_policy.ros.convert import named_vector_to_obs
+
+    c.subscribe("/sim/observation", JointState, keep=5)
+
+    def ee():
+        obs = named_vector_to_obs(c.latest("/sim/observation", after=c.count("/sim/observation")))
+        return obs["ee_pos"].astype(float), obs["ee_quat"].astype(float)
+
+    pos, quat = ee()
+    msg = PoseStamped()
+    msg.header.frame_id = "world"
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = pos[0], pos[1], pos[2] + 0.05
+    msg.pose.orientation.w, msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z = quat
+    c.publish("target_pose", msg)
+    wait_until(lambda: abs(ee()[0][2] - (pos[2] + 0.05)) < 0.01, 20, "the end effector 5 cm up")
+    before = int(diagnostics(c, "sim: safety")["rejected"])
+    msg.header.frame_id = "camera"  # a frame the node does not take: refused, not guessed
+    c.publish("target_pose", msg)
+    wait_until(lambda: int(diagnostics(c, "sim: safety")["rejected"]) > before, 15, "the rejection")

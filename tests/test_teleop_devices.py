@@ -295,7 +295,9 @@ def _calibration(bus: str, n: int = 7):
     from robot_policy.teleop.leader import LeaderCalibration, LeaderGripper, LeaderJoint
 
     joints = [LeaderJoint(id=i + 1, sign=(-1 if i % 2 else 1), offset=np.pi) for i in range(n)]
-    return LeaderCalibration(bus=bus, joints=joints, gripper=LeaderGripper(id=n + 1, open=np.pi, closed=np.pi + 1.0))
+    return LeaderCalibration(
+        bus=bus, joints=joints, gripper=LeaderGripper(id=n + 1, open=np.pi, closed=np.pi + 1.0)
+    )
 
 
 def _ticks(rad: float) -> int:

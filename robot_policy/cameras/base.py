@@ -152,7 +152,7 @@ class Camera(abc.ABC):
     """Whether the backend can deliver depth at all (a config asking for depth is refused otherwise)."""
     standalone: ClassVar[bool] = True
     """Whether ``camera_node`` can run it on its own; False for a camera that reads a world another
-    process owns (``sim`` renders the MuJoCo scene inside sim_node, which publishes it)."""
+    process owns (``sim`` renders the MuJoCo scene of the robot node, which publishes it)."""
 
     def __init__(self, config: CameraConfig):
         if not isinstance(config, self.config_class):

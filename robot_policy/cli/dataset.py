@@ -81,6 +81,10 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=_convert)
 
+    from robot_policy.cli.dataset_interop import register_interop
+
+    register_interop(group)  # export-lerobot, import-lerobot, import-bag, export-bag, view, fix-codecs
+
 
 def store_info(store) -> dict:
     """The JSON summary printed by ``dataset info --json``."""
@@ -172,20 +176,19 @@ def _info(args) -> int:
         print()
         shown = eps if args.all or len(eps) <= 20 else eps[:10] + eps[-10:]
         rows = []
+        hil = any("interventions" in e for e in eps)
         for e in shown:
-            meta = {k: v for k, v in e.items() if k not in ("index", "length", "gaps", "frames_missing")}
+            meta = {k: v for k, v in e.items() if k not in SHOWN_APART}
             text = json.dumps(meta, separators=(",", ":"), default=str)
-            rows.append(
-                {
-                    "episode": e["index"],
-                    "length": e["length"],
-                    "gaps": _gap_text(e.get("gaps") or []),
-                    "metadata": text if len(text) < 90 else text[:87] + "...",
-                }
-            )
+            row = {"episode": e["index"], "length": e["length"], "gaps": _gap_text(e.get("gaps") or [])}
+            if hil:
+                row["interventions"] = _intervention_text(e)
+            rows.append({**row, "metadata": text if len(text) < 90 else text[:87] + "..."})
         print_table(rows)
         if len(shown) < len(eps):
             print(f"... {len(eps) - len(shown)} more episodes (--all lists them)")
+        if hil:
+            print("\n" + _intervention_summary(eps))
         gapped = [e for e in eps if e.get("gaps")]
         if gapped:
             print(
@@ -193,6 +196,41 @@ def _info(args) -> int:
                 "training skips windows across them). 'dataset validate' lists each gap."
             )
     return 0
+
+
+SHOWN_APART = (
+    "index",
+    "length",
+    "gaps",
+    "frames_missing",
+    "interventions",
+    "intervention_frames",
+    "intervention_s",
+    "intervention_starts",
+)
+"""Episode metadata shown in their own columns / lines, not in the metadata text."""
+
+
+def _intervention_text(e: dict) -> str:
+    """``2 (0.4 s)``: interventions in the episode and time under human control."""
+    if "interventions" not in e:
+        return "-"
+    s = e.get("intervention_s")
+    return f"{e['interventions']}" + (f" ({s:.1f} s)" if s is not None else "")
+
+
+def _intervention_summary(eps: list[dict]) -> str:
+    """One line over the episodes recorded with intervention flags (human in the loop)."""
+    flagged = [e for e in eps if "interventions" in e]
+    n = sum(int(e["interventions"]) for e in flagged)
+    frames = sum(int(e.get("intervention_frames", 0)) for e in flagged)
+    total = sum(int(e["length"]) for e in flagged) or 1
+    corrected = sum(1 for e in flagged if e["interventions"])
+    ops = sorted({str(e["operator"]) for e in eps if e.get("operator")})
+    return (
+        f"interventions: {n} in {corrected} of {len(flagged)} episodes with intervention flags, "
+        f"{100.0 * frames / total:.1f}% of their frames under human control; operators: {', '.join(ops) or '-'}"
+    )
 
 
 def _gap_text(gaps: list[dict]) -> str:

@@ -48,13 +48,66 @@ def numcodec(name: str, image: bool = True) -> numcodecs.abc.Codec:
         return numcodecs.Blosc(cname=cname, clevel=clevel, shuffle=_SHUFFLE[shuffle])
     if name == "jpegxl":
         # imagecodecs' JPEG-XL is lossless only when asked; say it explicitly.
-        return inc.Jpegxl(lossless=True, effort=1)
+        return _portable("Jpegxl")(lossless=True, effort=1)
     if name == "jpegxl-lossy":
-        return inc.Jpegxl(lossless=False, level=95, effort=1)
+        return _portable("Jpegxl")(lossless=False, level=95, effort=1)
     if name == "jpeg2k":
         # Diffusion Policy's real-robot datasets use JPEG2000 at level 50 (lossy).
-        return inc.Jpeg2k(level=50)
+        return _portable("Jpeg2k")(level=50)
     raise ValueError(f"unknown codec {name!r}; choose one of {IMAGE_CODECS}")
+
+
+# Codec parameters that today's imagecodecs writes into a codec config but that Diffusion
+# Policy's own codec classes (diffusion_policy.codecs.imagecodecs_numcodecs, a 2022 copy of
+# imagecodecs.numcodecs, used with zarr-python 2) do not accept: zarr calls Codec(**config),
+# so one unknown key makes the whole array unreadable there ("Jpeg2k.__init__() got an
+# unexpected keyword argument 'planar'"). Each is left out of the config only while it holds
+# the value both classes default to, so the bytes written are the same and both read them.
+# DP's Jpeg2k takes level, codecformat, colorspace, tile, reversible, bitspersample,
+# resolutions, numthreads, verbose; its JpegXl takes level, effort, distance, lossless,
+# decodingspeed, photometric, planar, usecontainer, index, keeporientation, numthreads.
+PORTABLE_OMIT: dict[str, dict[str, object]] = {
+    "Jpeg2k": {"planar": None, "mct": True, "squeeze": None},
+    "Jpegxl": {"bitspersample": None, "squeeze": None},
+}
+_PORTABLE_CLASSES: dict[str, type] = {}
+
+
+def _portable_get_config(self) -> dict:
+    cfg = super(type(self), self).get_config()
+    for key, default in PORTABLE_OMIT[type(self).__name__.removeprefix("Portable")].items():
+        value = cfg.pop(key, default)
+        if value != default:
+            raise ValueError(
+                f"codec {self.codec_id}: {key}={value!r} cannot be written portably (Diffusion Policy's "
+                f"codec class does not accept {key!r}); leave it at {default!r}"
+            )
+    return cfg
+
+
+def _portable(cls_name: str) -> type:
+    """imagecodecs' codec class whose ``get_config()`` (what zarr writes into the array metadata)
+    leaves out the parameters in ``PORTABLE_OMIT``, so readers with Diffusion Policy's codec
+    registration open the array too. Same codec id; reading needs no special class."""
+    cls = _PORTABLE_CLASSES.get(cls_name)
+    if cls is None:
+        import imagecodecs.numcodecs as inc
+
+        base = getattr(inc, cls_name)
+        cls = type(f"Portable{cls_name}", (base,), {"get_config": _portable_get_config})
+        cls.__module__ = __name__  # picklable: found again through this module's __getattr__
+        _PORTABLE_CLASSES[cls_name] = cls
+    return cls
+
+
+def portable_config(config: dict) -> dict:
+    """A codec config (``{"id": "imagecodecs_jpeg2k", ...}``) without the parameters Diffusion
+    Policy's codec classes reject, when they hold their defaults; other configs unchanged. Used
+    to rewrite the metadata of arrays written before the store wrote portable configs."""
+    for cls_name, omit in PORTABLE_OMIT.items():
+        if config.get("id") == f"imagecodecs_{cls_name.lower()}":
+            return {k: v for k, v in config.items() if not (k in omit and v == omit[k])}
+    return dict(config)
 
 
 _IMAGE_CODEC_CLASSES: dict[str, type] = {}
@@ -67,6 +120,8 @@ def __getattr__(name: str):
         register_codecs()
     if name in _IMAGE_CODEC_CLASSES:
         return _IMAGE_CODEC_CLASSES[name]
+    if name.startswith("Portable") and name.removeprefix("Portable") in PORTABLE_OMIT:
+        return _portable(name.removeprefix("Portable"))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -90,6 +145,13 @@ def register_codecs() -> None:
     from zarr.registry import register_codec
 
     inc.register_codecs()  # numcodecs registry: format-2 arrays name them in "compressor"
+    # zarr rebuilds a format-2 compressor from the registry before writing its config: register
+    # the portable classes under the same ids so the configs written stay readable by Diffusion
+    # Policy's codec classes. They inherit imagecodecs' __init__, so old, longer configs still load.
+    from numcodecs.registry import register_codec as register_numcodec
+
+    for cls_name in PORTABLE_OMIT:
+        register_numcodec(_portable(cls_name))
     # Format 3 needs an array->bytes codec class per image codec, named "numcodecs.<id>".
     for cls_name in ("Jpegxl", "Jpeg2k", "Jpeg", "Png", "Qoi", "Webp"):
         codec_id = getattr(inc, cls_name).codec_id

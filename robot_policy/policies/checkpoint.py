@@ -32,9 +32,16 @@ class CheckpointError(RuntimeError):
 
 
 def git_commit(root: str | Path | None = None) -> str:
-    """Commit of the source tree at ``root`` (default: this checkout), ``unknown`` outside git;
+    """Commit of the source tree at ``root`` (default: this checkout), ``unknown`` outside git or
+    when running from an installed copy (whatever repository encloses site-packages is not ours);
     ``+dirty`` appended when tracked files have uncommitted changes (untracked files do not count)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    if root is None:
+        from robot_policy.resources import source_root
+
+        root = source_root()
+        if root is None:
+            return "unknown"
+    root = Path(root)
 
     def git(*args: str) -> str:
         # --no-optional-locks: a status query never takes the index lock from a concurrent git.

@@ -1,7 +1,8 @@
 """``camera_node``: the real cameras of a robot setup, looking to the graph like realsense2_camera.
 
 Runs every camera of the hardware YAML (parameter ``hardware``) whose backend is a driver
-(``realsense``, ``uvc``; the ``sim`` cameras are sim_node's), or those listed in ``cameras``.
+(``realsense``, ``uvc``; the ``sim`` cameras are published by the simulated world's robot node),
+or those listed in ``cameras``.
 Per camera ``<name>`` (sensor-data QoS, all remappable):
 
 - ``/<name>/color/image_raw`` (rgb8) and ``/<name>/color/camera_info``;
@@ -112,7 +113,8 @@ class CameraNode(Node):
                 self.get_logger().info(
                     f"hardware '{hw.name}' has no camera with a driver backend "
                     f"({[(c.name, c.backend) for c in hw.cameras] or 'no cameras'}); sim cameras are "
-                    "published by sim_node. Nothing to do: exiting."
+                    "published by the robot node (robot_node / sim_node with arm: sim). "
+                    "Nothing to do: exiting."
                 )
                 raise SystemExit(0)
             cameras = [make_camera(c.backend, camera_options(hw, c, calibration)) for c in chosen]

@@ -14,6 +14,7 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -37,8 +38,18 @@ class PolicyNode(Node):
         from robot_policy.runtime.policy_runner import PolicyRunner
 
         ckpt = declare(self, "checkpoint", "", "checkpoint folder (model.safetensors + config.json)")
-        if not ckpt:
-            raise ValueError("policy_node needs a checkpoint: --ros-args -p checkpoint:=runs/NAME")
+        server = declare(
+            self,
+            "server",
+            "",
+            "policy server URL (ws://HOST:PORT, wss:// for TLS; key from ROBOT_POLICY_API_KEY) "
+            "instead of a checkpoint; empty: run the checkpoint in this process",
+        )
+        if not ckpt and not server:
+            raise ValueError(
+                "policy_node needs a checkpoint (--ros-args -p checkpoint:=runs/NAME) "
+                "or a policy server (-p server:=ws://HOST:PORT, see 'robot-policy serve')"
+            )
         self.hw = load_hardware_config(
             declare(self, "hardware", "sim_tabletop", "hardware/NAME.yaml or a path")
         )
@@ -46,6 +57,18 @@ class PolicyNode(Node):
         self.autostart = declare(
             self, "autostart", True, "publish from startup (false: wait for /policy/reset)"
         )
+        self.on_intervention = declare(
+            self,
+            "on_intervention",
+            "shadow",
+            "while a human intervenes (/teleop/intervention): 'shadow' keeps inferring from the state "
+            "they create (the arbiter records the proposals), 'pause' stops publishing",
+        )
+        if self.on_intervention not in ("shadow", "pause"):
+            raise ValueError(
+                f"policy_node: on_intervention must be 'shadow' or 'pause', got {self.on_intervention!r}"
+            )
+        self.intervened = False
         # Engine, warm-start and scheduler parameters: names, types, defaults and help from ServingConfig.
         values = {e.name: declare(self, e.name, e.default, e.doc) for e in exposed(NODE_SERVING, "ros")}
         serving = configure(NODE_SERVING, "ros", values)
@@ -54,9 +77,18 @@ class PolicyNode(Node):
             raise ValueError("policy_node: scheduler_mode must be 'async' or 'sync', got 'ensemble'")
         # Serve through the engine (CUDA graphs + validated bf16 on GPU, inference_mode on CPU),
         # warmed up here so the first control decision is not slow.
-        from robot_policy.inference.engine import InferenceEngine, resolve_device
+        if server:
+            # Waits for the server (its metadata describes inputs and actions). If it goes away
+            # later, inference fails fast, nothing is published and the robot's watchdog holds
+            # the arm; publishing resumes when it is back. Engine settings are the server's.
+            from robot_policy.serving.client import RemotePolicy
 
-        policy = InferenceEngine(load(ckpt, device=resolve_device(serving.engine.device)), serving.engine)
+            policy = RemotePolicy(server, wait_s=None)
+            ckpt = f"{server} ({policy.metadata.get('model', {}).get('name') or 'remote'})"
+        else:
+            from robot_policy.inference.engine import InferenceEngine, resolve_device
+
+            policy = InferenceEngine(load(ckpt, device=resolve_device(serving.engine.device)), serving.engine)
         if policy.config.action_dim != self.hw.command_dim:
             raise ValueError(
                 f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
@@ -91,6 +123,8 @@ class PolicyNode(Node):
             )
         if task_keys:
             self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
+        # Told when a human takes over or lets go: the arbiter dropped the plan, so drop it here too.
+        self.create_subscription(Bool, conv.TELEOP_INTERVENTION, self._on_intervention, COMMAND_QOS)
         self.create_service(Trigger, conv.POLICY_RESET, self._srv_reset)
         self.create_service(Trigger, conv.POLICY_PAUSE, self._srv_pause)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -103,7 +137,7 @@ class PolicyNode(Node):
             f"horizon {policy.config.horizon}, executes {policy.config.n_action_steps}; "
             f"{serving.scheduler.mode}, "
             + (
-                f"warm start last {warm.run_steps} of {warm.schedule_steps or policy.num_steps} steps"
+                f"warm start last {warm.run_steps} of {warm.schedule_steps or getattr(policy, 'num_steps', '?')} steps"
                 if warm.enabled
                 else "cold start"
             )
@@ -138,6 +172,13 @@ class PolicyNode(Node):
         resp.success, resp.message = True, "policy reset: new episode"
         return resp
 
+    def _on_intervention(self, msg: Bool) -> None:
+        if bool(msg.data) == self.intervened:
+            return
+        self.intervened = bool(msg.data)
+        self.runner.drop_plan()
+        self._wake.set()  # on a handback, plan from the current state now
+
     def _srv_pause(self, req, resp):
         self.active = False
         resp.success, resp.message = True, "policy paused"
@@ -162,7 +203,7 @@ class PolicyNode(Node):
         dt = self.runner.dt
         next_t = time.monotonic()
         while not self._stop.is_set():
-            if self.active:
+            if self.active and not (self.intervened and self.on_intervention == "pause"):
                 now = now_s(self)
                 plan = self.runner.tick(now)
                 if plan is not None:

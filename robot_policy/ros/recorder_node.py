@@ -76,6 +76,13 @@ class RecorderNode(Node):
         record_flag = declare(
             self, "record_intervention", False, "record /teleop/intervention (Bool) as key 'intervention'"
         )
+        record_arbiter = declare(
+            self,
+            "record_arbiter",
+            False,
+            "record the arbiter's per-step /arbiter/step: 'intervention' (the executed action was the "
+            "human's) and 'policy_action' (what the policy proposed); replaces record_intervention",
+        )
         hz = self.hw.control_hz
         state_keys = conv.joint_state_keys(gripper=bool(self.hw.gripper_joint))
         streams = [Stream(conv.JOINT_STATES, state_keys, rate=hz)]
@@ -86,7 +93,11 @@ class RecorderNode(Node):
         if record_state:
             streams.append(Stream(conv.SIM_OBSERVATION, [], rate=hz, required=False))
         streams.append(Stream(conv.JOINT_COMMANDS, ["action"], rate=hz, mode="next"))
-        if record_flag:
+        if record_arbiter:
+            # Stamped with the frame each executed step answers: flags and proposals land on
+            # exactly their frames (the Bool below is stamped on arrival).
+            streams.append(Stream(conv.ARBITER_STEP, ["intervention", "policy_action"], rate=hz))
+        elif record_flag:
             # An event stream: false until the teleop says otherwise (Bool has no header, so
             # samples are stamped on arrival).
             no = {"intervention": np.zeros(1, dtype=np.bool_)}
@@ -97,6 +108,7 @@ class RecorderNode(Node):
             conv.JOINT_POS: {"names": list(self.hw.joint_names), "units": "rad"},
             conv.JOINT_VEL: {"names": list(self.hw.joint_names), "units": "rad/s"},
             "action": {"names": self.hw.command_names},
+            "policy_action": {"names": self.hw.command_names},
         }
         self.rec = EpisodeRecorder(
             dataset,
@@ -124,7 +136,9 @@ class RecorderNode(Node):
         self.create_subscription(JointState, conv.JOINT_COMMANDS, self._on_cmd, RECORD_QOS)
         if record_state:
             self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, RECORD_QOS)
-        if record_flag:
+        if record_arbiter:
+            self.create_subscription(JointState, conv.ARBITER_STEP, self._on_arbiter, RECORD_QOS)
+        elif record_flag:
             self.create_subscription(Bool, conv.TELEOP_INTERVENTION, self._on_flag, 10)
         for c in self.hw.cameras:
             topic = conv.color_topic(c.name)
@@ -202,6 +216,22 @@ class RecorderNode(Node):
     def _on_flag(self, msg: Bool) -> None:
         stamp = self.get_clock().now().nanoseconds * 1e-9
         self.rec.add(conv.TELEOP_INTERVENTION, stamp, {"intervention": np.array([msg.data], dtype=np.bool_)})
+
+    def _on_arbiter(self, msg: JointState) -> None:
+        vals = convert.named_vector_to_obs(msg)
+        if "intervention" not in vals or "policy_action" not in vals:
+            self.get_logger().error(
+                "/arbiter/step lacks intervention/policy_action", throttle_duration_sec=5.0
+            )
+            return
+        self._add(
+            conv.ARBITER_STEP,
+            convert.from_time(msg.header.stamp),
+            {
+                "intervention": vals["intervention"][:1] > 0.5,
+                "policy_action": vals["policy_action"].astype(np.float32),
+            },
+        )
 
     def _on_img(self, msg: Image, topic: str, cam: str) -> None:
         if self.rec.recording:

@@ -2,7 +2,8 @@
 and one capture thread per camera that hands every capture to a publish function.
 
 - :func:`driver_cameras` picks the cameras of a hardware YAML that run on their own (every
-  backend but ``sim``, whose frames sim_node renders and publishes), or the ones named.
+  backend but ``sim``, whose frames the simulated world's robot node renders and publishes), or
+  the ones named.
 - :func:`camera_options` turns one ``cameras:`` entry into backend options and adds the
   intrinsics calibrated for it (``calibration/<setup>/<camera>_intrinsics.json``, written by
   ``robot-policy calibrate intrinsics --setup <setup> --camera <camera>``) when that file exists
@@ -63,8 +64,9 @@ def driver_cameras(hw: Any, names: list[str] | None = None) -> list[Any]:
     if hosted:
         raise ConfigError(
             f"cameras: camera(s) {hosted} of '{hw.name}' have backend "
-            f"'{known[hosted[0]].backend}', whose frames sim_node renders and publishes; camera_node "
-            f"runs only driver backends ({', '.join(driver_backends())}): leave them out of the cameras parameter"
+            f"'{known[hosted[0]].backend}', whose frames the simulated world's robot node "
+            "(robot_node / sim_node) publishes; camera_node runs only driver backends "
+            f"({', '.join(driver_backends())}): leave them out of the cameras parameter"
         )
     return [known[n] for n in names]
 
@@ -274,4 +276,11 @@ class CameraStream:
         }
 
 
-__all__ = ["CameraStream", "calibration_file", "camera_options", "clock_offset", "driver_cameras"]
+__all__ = [
+    "CameraStream",
+    "calibration_file",
+    "camera_options",
+    "clock_offset",
+    "driver_backends",
+    "driver_cameras",
+]

@@ -131,6 +131,9 @@ class RunnerStats:
     obs_age_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     obs_to_cmd_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     """Capture of the newest input -> chunk ready to publish (camera/joint stamp to command)."""
+    stage_ms: dict = field(default_factory=dict)
+    """Parts of ``inference_ms`` a predictor reports (``last_stages``), e.g. a remote policy's
+    ``network``, ``server_queue``, ``server_infer``: name -> recent milliseconds."""
 
 
 class PolicyRunner:
@@ -184,6 +187,15 @@ class PolicyRunner:
             self._result = None
             self.policy.reset()
 
+    def drop_plan(self) -> None:
+        """The plan was dropped downstream (a human took over, or handed back): forget it and any
+        inference in flight, keep the observations, so the next chunk is planned from the
+        current state at once instead of warm-started from a plan the arm no longer follows."""
+        with self._lock:
+            self._epoch += 1
+            self.sched.reset()
+            self._result = None
+
     def _prior(self, now: float, t_obs: float):
         """The scheduled plan on the new chunk's grid (``None``: no plan yet, or priors unused).
 
@@ -214,9 +226,12 @@ class PolicyRunner:
                 obs, prior=prior, start_time=t_obs + self.dt, num_steps=self.num_steps
             )
             elapsed = time.perf_counter() - t0
+            stages = getattr(self.policy, "last_stages", None) or {}
             with self._lock:
                 if epoch == self._epoch:
                     self._result = (chunk, t_obs, elapsed, t_req)
+                    for name, ms in stages.items():
+                        self.stats.stage_ms.setdefault(name, deque(maxlen=2000)).append(float(ms))
                 else:
                     self.sched.cancel_inference()
             if self.on_ready is not None:
@@ -295,6 +310,12 @@ class PolicyRunner:
             "errors": str(s.errors),
             "last_error": s.last_error,
         }
+        for name, d in list(s.stage_ms.items()):  # e.g. network_ms_p50 of a remote policy
+            for q in (50, 90, 99):
+                out[f"{name}_ms_p{q}"] = pct(d, q)
+        extra = getattr(self.policy, "diagnostics", None)  # e.g. a remote policy's connection state
+        if callable(extra):
+            out.update(extra())
         for k, a in self.buffer.ages(now).items():
             out[f"age_ms/{k}"] = "inf" if a == float("inf") else f"{a * 1e3:.0f}"
         for k, r in self.buffer.rates().items():

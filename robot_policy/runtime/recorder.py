@@ -17,6 +17,10 @@ so training skips the windows across a gap instead of learning from duplicated f
 ``strict=True`` an episode where one stream misses more than ``max_missing`` frames is refused
 instead, naming the stream. A refused or discarded episode is dropped atomically: it was never
 visible, and its frames are removed from disk.
+
+A recording with the ``intervention`` flag (teleop or arbiter) gets a per-episode summary in
+its metadata: ``interventions`` (how many began), ``intervention_frames``, ``intervention_s`` and
+``intervention_starts`` (the frame at which each began).
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ import numpy as np
 from robot_policy.data.layout import GAPS_META, VALID_KEY
 from robot_policy.runtime.align import Stream, StreamAligner, count_missing
 
-__all__ = ["EpisodeRecorder", "RecorderError", "Stream", "StreamWatch", "count_missing"]
+__all__ = [
+    "INTERVENTION_KEY",
+    "EpisodeRecorder",
+    "InterventionTally",
+    "RecorderError",
+    "Stream",
+    "StreamWatch",
+    "count_missing",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +93,50 @@ class StreamWatch:
         return out
 
 
+INTERVENTION_KEY = "intervention"
+"""Per-frame flag: the executed action came from a human (teleop / arbiter)."""
+
+
+class InterventionTally:
+    """Per-episode intervention summary from the recorded flags, as frames are written: how many
+    interventions, how many frames and seconds under human control, and the frame at which each
+    began (RLIF's intervention points)."""
+
+    def __init__(self, fps: float):
+        self.fps = float(fps)
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames = 0
+        self.starts: list[int] = []
+        self.seen = False
+        self._index = 0
+        self._prev = False
+
+    def add(self, frame: dict) -> None:
+        flag = frame.get(INTERVENTION_KEY)
+        if flag is not None:
+            self.seen = True
+            on = bool(np.asarray(flag).reshape(-1)[0])
+            if on:
+                self.frames += 1
+                if not self._prev:
+                    self.starts.append(self._index)
+            self._prev = on
+        self._index += 1
+
+    def meta(self) -> dict:
+        """Episode metadata (empty when the recording has no intervention flags)."""
+        if not self.seen:
+            return {}
+        return {
+            "interventions": len(self.starts),
+            "intervention_frames": self.frames,
+            "intervention_s": round(self.frames / self.fps, 3) if self.fps else None,
+            "intervention_starts": list(self.starts),
+        }
+
+
 class EpisodeRecorder:
     """Records one episode at a time, streaming aligned frames to ``path``; thread-safe."""
 
@@ -116,6 +172,7 @@ class EpisodeRecorder:
         self._created = False  # the store was created by the current episode
         self._error: RecorderError | None = None  # a write failure, reported by stop()
         self.frames_written = 0
+        self.tally = InterventionTally(fps)
         # Told once per episode, as soon as it can no longer be committed (the operator may
         # discard and retry right away instead of finding out at stop).
         self.on_problem = on_problem
@@ -213,6 +270,7 @@ class EpisodeRecorder:
                 if self._writer is None:
                     self._begin(f)
                 self._writer.append({k: f[k] for k in self._store.keys})
+                self.tally.add(f)
                 self.frames_written += 1
         except RecorderError as e:
             self._error = e
@@ -273,6 +331,7 @@ class EpisodeRecorder:
         self._error = None
         self._told = False
         self.frames_written = 0
+        self.tally.reset()
         self.t_end = None
         self._last_master = -math.inf
         self._reached_end.clear()
@@ -355,6 +414,7 @@ class EpisodeRecorder:
                     "frames_missing": report["missing"],
                     GAPS_META: report["gaps"],
                     "duration_s": report["duration_s"],
+                    **self.tally.meta(),
                 }
                 self._writer.update_meta(meta_out)
                 idx = self._writer.commit()

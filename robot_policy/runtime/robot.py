@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from robot_policy.cameras import Camera, Capture, make_camera, options_from_hardware
 from robot_policy.config import ConfigError
 from robot_policy.hardware.config import HardwareConfig
+from robot_policy.hardware.kinematics import PoseSolver  # the one Cartesian solver (also teleop's)
 from robot_policy.robots import ArmController, arm_config_from, make_arm
 from robot_policy.robots.base import arm_class
 from robot_policy.robots.loop import TickReport
@@ -58,68 +58,6 @@ def arm_overrides(hw: HardwareConfig, values: dict[str, Any]) -> tuple[HardwareC
     hw = dataclasses.replace(hw, arm_config={**hw.arm_config, **use})
     arm_config_from(hw)  # bad values fail here, naming the field
     return hw, unused
-
-
-class PoseSolver:
-    """Cartesian target -> joint target: the project's damped-least-squares IK
-    (:class:`robot_policy.sim.ik.DiffIK`) on the robot's MJCF (``description:`` of the hardware
-    config), end-effector site ``site``. Poses are in the model's world frame."""
-
-    POSITION_TOL = 0.01
-    """m: a solution further than this from the target is refused (unreachable), not executed."""
-    ROTATION_TOL = 0.05
-    """rad: the same for the orientation error."""
-
-    def __init__(self, hw: HardwareConfig, site: str = "tcp"):
-        import mujoco
-
-        from robot_policy import resources
-        from robot_policy.sim.ik import DiffIK
-
-        if not hw.description:
-            raise ConfigError(
-                f"hardware config '{hw.name}' has no description: Cartesian targets need an MJCF of the "
-                "arm (description: path/to/robot.xml) with its joints and an end-effector site"
-            )
-        path = Path(hw.description)
-        path = path if path.is_file() else resources.shipped_file(hw.description)
-        model = mujoco.MjModel.from_xml_path(str(path))
-        try:
-            jids = [model.joint(n).id for n in hw.joint_names]
-            site_id = model.site(site).id
-        except KeyError as e:
-            raise ConfigError(
-                f"hardware config '{hw.name}': description {path} has no {e.args[0]} (needs the joints "
-                f"{hw.joint_names} and the end-effector site '{site}', parameter ee_site)"
-            ) from None
-        lower, upper = np.asarray(hw.position_lower), np.asarray(hw.position_upper)
-        qadr = np.array([model.jnt_qposadr[j] for j in jids])
-        home = (lower + upper) / 2
-        if model.nkey and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home") >= 0:
-            home = np.clip(model.key("home").qpos[qadr], lower, upper)
-        self.ik = DiffIK(model, site_id, qadr, [model.jnt_dofadr[j] for j in jids], lower, upper, home)
-
-    def solve(self, q: np.ndarray, position, quat_wxyz) -> np.ndarray:
-        """Joint positions near ``q`` reaching the pose (an all-zero quaternion: position only);
-        ValueError when the pose is out of reach."""
-        from robot_policy.sim.ik import orientation_error, quat_to_mat
-
-        pos = np.asarray(position, dtype=np.float64)
-        quat = np.asarray(quat_wxyz, dtype=np.float64)
-        if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(quat))):
-            raise ValueError(f"target pose has non-finite values: position {pos}, orientation {quat}")
-        norm = np.linalg.norm(quat)
-        mat = None if norm == 0 else quat_to_mat(quat / norm)
-        sol = self.ik.solve(q, pos, mat, iters=100, max_step=0.1)
-        p, m = self.ik.fk(sol)
-        dp = float(np.linalg.norm(p - pos))
-        dr = 0.0 if mat is None else float(np.linalg.norm(orientation_error(m, mat)))
-        if dp > self.POSITION_TOL or dr > self.ROTATION_TOL:
-            raise ValueError(
-                f"target pose {pos.round(3).tolist()} out of reach within the joint limits: IK ends "
-                f"{dp * 100:.1f} cm / {dr:.2f} rad away; not executed"
-            )
-        return sol
 
 
 class RobotRuntime:
@@ -156,14 +94,16 @@ class RobotRuntime:
         return self.arm.world
 
     def start(self) -> RobotRuntime:
+        """Connect the arm (errors raise here), open a simulated world's cameras, wait for the
+        first state; on any failure everything started is closed again."""
         self.ctl.start()
-        if self.world is not None:
-            try:
+        try:
+            if self.world is not None:
                 self.ctl.call_in_loop(self._open_cameras, timeout=60.0)
-            except BaseException:
-                self.ctl.close()
-                raise
-        self.ctl.wait_for_state(timeout=30.0)
+            self.ctl.wait_for_state(timeout=30.0)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def _open_cameras(self) -> None:
@@ -187,7 +127,7 @@ class RobotRuntime:
             self.cameras[c.name] = (cam, max(1, round(self.hw.control_hz / c.fps)))
 
     def close(self) -> None:
-        if self.cameras and self.ctl._thread is not None:
+        if self.cameras and self.ctl.status()["running"]:
             try:
                 self.ctl.call_in_loop(self._close_cameras)
             except Exception:  # noqa: BLE001 - closing anyway

@@ -169,6 +169,10 @@ class TeleopDevice(abc.ABC):
     """The device reads the terminal it runs in (keyboard): it cannot run as a launched node."""
     needs_observation: ClassVar[bool] = False
     """``read()`` needs the robot's observation (the scripted expert)."""
+    needs_sim: ClassVar[bool] = False
+    """The device is part of a simulation (the scripted expert): it needs a simulated robot."""
+    help: ClassVar[str] = ""
+    """What the operator presses, printed when the device starts."""
 
     def __init__(self, config: TeleopConfig, hw: HardwareConfig):
         if not isinstance(config, self.config_class):
@@ -183,6 +187,11 @@ class TeleopDevice(abc.ABC):
     @property
     def n_joints(self) -> int:
         return len(self.hw.joint_names)
+
+    @property
+    def needs_policy(self) -> bool:
+        """``read()`` needs the policy's proposal (``obs["policy_action"]``): a corrector."""
+        return False
 
     @abc.abstractmethod
     def connect(self) -> None:

@@ -45,7 +45,7 @@ class SimCamera(Camera):
     config_class = SimCameraConfig
     extra = "sim"
     has_depth = True
-    standalone = False  # renders sim_node's scene; sim_node publishes it
+    standalone = False  # renders the robot node's MuJoCo scene; that node publishes it
 
     def __init__(
         self,

@@ -81,7 +81,9 @@ class GamepadConfig(TeleopConfig):
 
 @register_teleop("gamepad")
 class GamepadDevice(TeleopDevice):
-    """An SDL gamepad. ``sdk``: a pygame module (tests pass one whose joystick is synthesized)."""
+    """Gamepad (SDL): hold the deadman button to take control, sticks move the gripper.
+
+    ``sdk``: a pygame module (tests pass one whose joystick is synthesized)."""
 
     config_class = GamepadConfig
     extra = "teleop"

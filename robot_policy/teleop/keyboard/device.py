@@ -105,10 +105,13 @@ class KeyboardConfig(TeleopConfig):
 
 @register_teleop("keyboard")
 class KeyboardDevice(TeleopDevice):
-    """Joint jogging from a terminal. ``stream``: a readable binary file (tests: a pipe);
-    default the process's terminal (stdin), put in cbreak mode while connected."""
+    """Keyboard in this terminal: jog joints, letter keys for episodes (no extra needed).
+
+    ``stream``: a readable binary file (tests: a pipe); default the process's terminal (stdin),
+    put in cbreak mode while connected."""
 
     config_class = KeyboardConfig
+    help = KEY_HELP
     needs_terminal = True
     needs_observation = True
 

@@ -64,7 +64,9 @@ class LeaderConfig(TeleopConfig):
 
 @register_teleop("leader")
 class LeaderDevice(TeleopDevice):
-    """A leader arm. ``sdk``: the servo SDK module (tests pass the real one on an emulated bus)."""
+    """Leader arm (GELLO Dynamixel or SO-101 Feetech), joint to joint via a calibration file.
+
+    ``sdk``: the servo SDK module (tests pass the real one on an emulated bus)."""
 
     config_class = LeaderConfig
     extra = "teleop"

@@ -112,10 +112,11 @@ class Corrector:
 
 @register_teleop("scripted")
 class ScriptedDevice(TeleopDevice):
-    """The expert of the sim task, reading the robot's observation."""
+    """The sim task's scripted expert: drives demonstrations, or corrects a policy (HG-DAgger)."""
 
     config_class = ScriptedConfig
     needs_observation = True
+    needs_sim = True
 
     def __init__(self, config: ScriptedConfig, hw):
         super().__init__(config, hw)

@@ -143,7 +143,9 @@ class SpaceMouseConfig(TeleopConfig):
 
 @register_teleop("spacemouse")
 class SpaceMouseDevice(TeleopDevice):
-    """A SpaceMouse read with hidapi. ``sdk``: a module with hidapi's ``enumerate``/``device``."""
+    """SpaceMouse (HID): move the cap to take control, a 6-DoF end-effector twist.
+
+    ``sdk``: a module with hidapi's ``enumerate``/``device``."""
 
     config_class = SpaceMouseConfig
     extra = "teleop"
