@@ -180,7 +180,7 @@ class ReplayBuffer:
         assert "data" in root
         assert "meta" in root
         assert "episode_ends" in root["meta"]
-        for key, value in root["data"].items():
+        for _key, value in root["data"].items():
             assert value.shape[0] == root["meta"]["episode_ends"][-1]
         self.root = root
 

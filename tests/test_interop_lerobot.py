@@ -41,7 +41,10 @@ def make_store(path: Path, lens=(12, 9, 15), h=24, w=32, fps=20.0, gray=False) -
     for e, n in enumerate(lens):
         yy, xx = np.mgrid[0:h, 0:w]
         img = np.stack(
-            [np.stack([(xx * 6 + i * 3) % 256, (yy * 5 + e * 20) % 256, ((xx + yy) * 2 + i) % 256], -1) for i in range(n)]
+            [
+                np.stack([(xx * 6 + i * 3) % 256, (yy * 5 + e * 20) % 256, ((xx + yy) * 2 + i) % 256], -1)
+                for i in range(n)
+            ]
         ).astype(np.uint8)
         valid = np.ones((n, 2), bool)
         valid[n // 2, 1] = False
@@ -121,7 +124,9 @@ def read_lerobot(root: Path) -> dict:
     decoded: dict[Path, list[tuple[float, np.ndarray]]] = {}
     for e in eps:
         i = e["episode_index"]
-        path = root / info["data_path"].format(chunk_index=e["data/chunk_index"], file_index=e["data/file_index"])
+        path = root / info["data_path"].format(
+            chunk_index=e["data/chunk_index"], file_index=e["data/file_index"]
+        )
         t = tables[path]
         mask = np.asarray(t.column("episode_index").to_numpy()) == i
         rows = t.filter(pa.array(mask))
@@ -132,11 +137,18 @@ def read_lerobot(root: Path) -> dict:
         ts = rows.column("timestamp").to_numpy().astype(np.float64)
         assert list(fi) == list(range(n))
         assert np.abs(ts - fi / fps).max() <= TOL  # LeRobot's timestamp check
-        assert set(rows.column("task_index").to_pylist()) <= set(tasks) and tasks[rows.column("task_index")[0].as_py()] in e["tasks"]
+        assert (
+            set(rows.column("task_index").to_pylist()) <= set(tasks)
+            and tasks[rows.column("task_index")[0].as_py()] in e["tasks"]
+        )
         frame = {}
         for name in cols:
             c = rows.column(name).combine_chunks()
-            frame[name] = c.flatten().to_numpy(zero_copy_only=False).reshape(n, -1) if pa.types.is_fixed_size_list(c.type) else c.to_numpy(zero_copy_only=False)
+            frame[name] = (
+                c.flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
+                if pa.types.is_fixed_size_list(c.type)
+                else c.to_numpy(zero_copy_only=False)
+            )
         for k in videos:
             vpath = root / info["video_path"].format(
                 video_key=k, chunk_index=e[f"videos/{k}/chunk_index"], file_index=e[f"videos/{k}/file_index"]
@@ -145,7 +157,9 @@ def read_lerobot(root: Path) -> dict:
                 with av.open(str(vpath)) as c:
                     s = c.streams.video[0]
                     assert s.codec_context.name in ("libdav1d", "h264", "av1")
-                    decoded[vpath] = [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(s)]
+                    decoded[vpath] = [
+                        (float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(s)
+                    ]
             start = e[f"videos/{k}/from_timestamp"]
             assert abs(e[f"videos/{k}/to_timestamp"] - start - n / fps) <= TOL
             got = []
@@ -187,7 +201,9 @@ def check_against_store(lr: dict, store: EpisodeStore, min_psnr: float = 30.0) -
         src = store.get_episode(ep)
         f = lr["frames"][ep]
         n = len(src["action"])
-        np.testing.assert_array_equal(f["observation.state"], np.concatenate([src["joint_pos"], src["gripper"]], 1))
+        np.testing.assert_array_equal(
+            f["observation.state"], np.concatenate([src["joint_pos"], src["gripper"]], 1)
+        )
         np.testing.assert_array_equal(f["observation.joint_vel"], src["joint_vel"])
         np.testing.assert_array_equal(f["action"], src["action"])
         np.testing.assert_array_equal(f["valid"], src["valid"])
@@ -216,7 +232,9 @@ def check_roundtrip(src: EpisodeStore, back: EpisodeStore, lr: dict) -> None:
         if k.endswith("_rgb"):
             # the imported pixels are exactly the decoded video frames
             cam = k.removesuffix("_rgb")
-            dec = np.concatenate([lr["frames"][e][f"observation.images.{cam}"] for e in range(src.num_episodes)])
+            dec = np.concatenate(
+                [lr["frames"][e][f"observation.images.{cam}"] for e in range(src.num_episodes)]
+            )
             np.testing.assert_array_equal(b, dec[..., 0] if b.ndim == 3 else dec)
         else:
             np.testing.assert_array_equal(a, b, err_msg=k)
@@ -293,7 +311,16 @@ def test_import_of_a_dataset_not_made_by_us(tmp_path):
     import_lerobot(tmp_path / "lr", tmp_path / "back.zarr")
     back = EpisodeStore.open(tmp_path / "back.zarr")
     assert set(back.keys) == {
-        "agentview_rgb", "wrist_rgb", "joint_pos", "joint_vel", "gripper", "action", "valid", "stamp", "object", "count",
+        "agentview_rgb",
+        "wrist_rgb",
+        "joint_pos",
+        "joint_vel",
+        "gripper",
+        "action",
+        "valid",
+        "stamp",
+        "object",
+        "count",
     }
     assert back.schema["joint_pos"].names == [f"m{i}" for i in range(7)]
     assert back.schema["object"].shape == (6,)  # flattened by the export, nothing says otherwise
@@ -364,10 +391,31 @@ def test_cli_export_import(tmp_path, capsys):
 # beside the venv as ../shared/ENVIRONMENT.md describes; skipped when that cannot be done.
 
 LEROBOT_REQS = [
-    "lerobot==0.4.4", "torchvision==0.28.0", "torchcodec==0.13.0", "datasets>=4,<5",
-    "huggingface_hub>=0.34.2,<0.36", "pandas", "jsonlines", "draccus==0.10.0", "einops", "deepdiff",
-    "termcolor", "fsspec<=2025.9.0", "dill", "multiprocess", "xxhash", "mergedeep", "pyyaml-include",
-    "toml", "typing-inspect", "mypy-extensions", "orderly-set", "hf-xet", "tzdata", "pytz", "httpx",
+    "lerobot==0.4.4",
+    "torchvision==0.28.0",
+    "torchcodec==0.13.0",
+    "datasets>=4,<5",
+    "huggingface_hub>=0.34.2,<0.36",
+    "pandas",
+    "jsonlines",
+    "draccus==0.10.0",
+    "einops",
+    "deepdiff",
+    "termcolor",
+    "fsspec<=2025.9.0",
+    "dill",
+    "multiprocess",
+    "xxhash",
+    "mergedeep",
+    "pyyaml-include",
+    "toml",
+    "typing-inspect",
+    "mypy-extensions",
+    "orderly-set",
+    "hf-xet",
+    "tzdata",
+    "pytz",
+    "httpx",
     "accelerate",
 ]
 LEROBOT_LOADER = r"""
@@ -391,14 +439,29 @@ print(json.dumps({"len": len(ds), "episodes": ds.num_episodes, "fps": ds.fps, "v
 
 @pytest.fixture(scope="session")
 def lerobot_path() -> str:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robot_policy_tests" / "lerobot044"
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robot_policy_tests" / "lerobot044"
+    )
     probe = [sys.executable, "-c", "import lerobot, datasets, torchcodec, pandas"]
     env = {**os.environ, "PYTHONPATH": str(cache)}
     if subprocess.run(probe, env=env, capture_output=True).returncode != 0:
         cache.mkdir(parents=True, exist_ok=True)
         r = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(cache), *LEROBOT_REQS],
-            capture_output=True, text=True, timeout=1200,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--upgrade",
+                "--target",
+                str(cache),
+                *LEROBOT_REQS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1200,
         )
         if r.returncode != 0 or subprocess.run(probe, env=env, capture_output=True).returncode != 0:
             pytest.skip(f"lerobot 0.4.4 cannot be installed into {cache}: {r.stderr[-400:]}")
@@ -417,7 +480,9 @@ def test_lerobot_own_loader_reads_the_export(tmp_path, lerobot_path):
     r = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "lr"), str(tmp_path / "o.npz")],
         env={**os.environ, "PYTHONPATH": lerobot_path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if r.returncode != 0 and ("libavutil" in r.stderr or "Could not load libtorchcodec" in r.stderr):
         pytest.skip(f"torchcodec cannot load FFmpeg here: {r.stderr[-300:]}")
@@ -425,7 +490,12 @@ def test_lerobot_own_loader_reads_the_export(tmp_path, lerobot_path):
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["len"] == 36 and info["episodes"] == 3 and info["fps"] == 20 and info["q99"]
     with np.load(tmp_path / "o.npz", allow_pickle=False) as z:
-        state, action, cam, valid = z["observation.state"], z["action"], z["observation.images.agentview"], z["valid"]
+        state, action, cam, valid = (
+            z["observation.state"],
+            z["action"],
+            z["observation.images.agentview"],
+            z["valid"],
+        )
         tasks = list(z["task"])
     all_state = np.concatenate([src.array("joint_pos")[:], src.array("gripper")[:]], 1)
     np.testing.assert_array_equal(state, all_state)

@@ -623,3 +623,14 @@ def test_serve_cli_serves_until_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_launch_files_run_the_policy_node_against_a_server():
+    from robot_policy.ros.launch_file import parse_cli_args, parse_launch_file
+
+    for name, extra in (("sim.launch.xml", []), ("real.launch.xml", ["hardware:=fr3_sim"])):
+        desc = parse_launch_file(REPO / "launch" / name, parse_cli_args(extra))
+        assert "policy" not in [n.name for n in desc.nodes], name  # neither checkpoint nor server
+        desc = parse_launch_file(REPO / "launch" / name, parse_cli_args([*extra, "server:=ws://gpu:8000"]))
+        (policy,) = [n for n in desc.nodes if n.name == "policy"]
+        assert policy.params["server"] == "ws://gpu:8000" and policy.params["checkpoint"] == ""

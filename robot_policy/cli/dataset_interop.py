@@ -53,17 +53,39 @@ def register_interop(group) -> None:
         default="libsvtav1",
         help="video codec (default libsvtav1: AV1, LeRobot's default; h264 decodes everywhere)",
     )
-    p.add_argument("--crf", type=int, default=30, help="video quality: lower is better and bigger (default 30, LeRobot's)")
-    p.add_argument("--gop", type=int, default=2, help="keyframe interval in frames (default 2, LeRobot's: fast random access)")
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=30,
+        help="video quality: lower is better and bigger (default 30, LeRobot's)",
+    )
+    p.add_argument(
+        "--gop",
+        type=int,
+        default=2,
+        help="keyframe interval in frames (default 2, LeRobot's: fast random access)",
+    )
     p.add_argument(
         "--state-keys",
         default=None,
         help="comma-separated keys concatenated into observation.state (default: joint_pos,gripper when present; '' for none)",
     )
     p.add_argument("--task", default=None, help="task text for episodes whose metadata has no 'task'")
-    p.add_argument("--repo-id", default=None, help="repo id recorded in the dataset card (default: the folder name)")
-    p.add_argument("--data-file-mb", type=float, default=100.0, help="start a new data parquet file past this size (default 100, LeRobot's)")
-    p.add_argument("--video-file-mb", type=float, default=200.0, help="start a new mp4 past this size (default 200, LeRobot's)")
+    p.add_argument(
+        "--repo-id", default=None, help="repo id recorded in the dataset card (default: the folder name)"
+    )
+    p.add_argument(
+        "--data-file-mb",
+        type=float,
+        default=100.0,
+        help="start a new data parquet file past this size (default 100, LeRobot's)",
+    )
+    p.add_argument(
+        "--video-file-mb",
+        type=float,
+        default=200.0,
+        help="start a new mp4 past this size (default 200, LeRobot's)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=_export_lerobot)
 
@@ -81,8 +103,19 @@ def register_interop(group) -> None:
     )
     p.add_argument("src", help="LeRobot v3 dataset folder (meta/info.json inside)")
     p.add_argument("dst", help="new episode store (.zarr)")
-    p.add_argument("--image-codec", choices=tuple(IMAGE_CODECS), default=None, help="image codec of the new store (default: the store default)")
-    p.add_argument("--zarr-format", type=int, choices=(2, 3), default=3, help="zarr format of the new store (2 for Diffusion Policy)")
+    p.add_argument(
+        "--image-codec",
+        choices=tuple(IMAGE_CODECS),
+        default=None,
+        help="image codec of the new store (default: the store default)",
+    )
+    p.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="zarr format of the new store (2 for Diffusion Policy)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=_import_lerobot)
 
@@ -102,17 +135,34 @@ def register_interop(group) -> None:
     )
     p.add_argument("bag", help="rosbag2 folder (metadata.yaml) or a single .mcap / .db3 file")
     p.add_argument("dst", help="episode store to create or append to (.zarr)")
-    p.add_argument("--hardware", required=True, help="hardware YAML (name under hardware/ or a path): joints and cameras")
+    p.add_argument(
+        "--hardware", required=True, help="hardware YAML (name under hardware/ or a path): joints and cameras"
+    )
     p.add_argument(
         "--split",
         choices=("auto", "services", "marker", "gap", "none"),
         default="auto",
         help="how episodes are found (auto: service calls if recorded, else the marker topic, else time gaps)",
     )
-    p.add_argument("--marker-topic", default="/recorder/episode", help="std_msgs/String topic with start/stop/discard/success events")
-    p.add_argument("--gap-s", type=float, default=1.0, help="--split gap: a master-stream silence this long ends an episode")
-    p.add_argument("--task", default=None, help="task name stored with each episode (default: the hardware's task)")
-    p.add_argument("--strict", action="store_true", help="refuse episodes with more than --max-missing frames missing in a stream")
+    p.add_argument(
+        "--marker-topic",
+        default="/recorder/episode",
+        help="std_msgs/String topic with start/stop/discard/success events",
+    )
+    p.add_argument(
+        "--gap-s",
+        type=float,
+        default=1.0,
+        help="--split gap: a master-stream silence this long ends an episode",
+    )
+    p.add_argument(
+        "--task", default=None, help="task name stored with each episode (default: the hardware's task)"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse episodes with more than --max-missing frames missing in a stream",
+    )
     p.add_argument("--max-missing", type=int, default=5, help="--strict: missing frames allowed per stream")
     p.set_defaults(func=_import_bag)
 
@@ -130,7 +180,9 @@ def register_interop(group) -> None:
     p.add_argument("src", help="episode store (.zarr)")
     p.add_argument("dst", help="new bag folder")
     p.add_argument("--hardware", required=True, help="hardware YAML: joint names and cameras")
-    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
+    p.add_argument(
+        "--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)"
+    )
     p.add_argument("--episodes", default=None, help="comma-separated episode indices (default: all)")
     p.set_defaults(func=_export_bag)
 
@@ -149,7 +201,9 @@ def register_interop(group) -> None:
     )
     p.add_argument("path", help="episode store (.zarr)")
     p.add_argument("--episode", type=int, default=0, help="episode index (negative counts from the end)")
-    p.add_argument("--save", default=None, help="write the Rerun recording to this .rrd instead of spawning a viewer")
+    p.add_argument(
+        "--save", default=None, help="write the Rerun recording to this .rrd instead of spawning a viewer"
+    )
     p.add_argument("--mp4", default=None, help="write the episode's cameras to this mp4 instead of Rerun")
     p.set_defaults(func=_view)
 

@@ -40,7 +40,6 @@ def numcodec(name: str, image: bool = True) -> numcodecs.abc.Codec:
 
     ``image`` picks the Blosc settings for "blosc" (image keys: fast; low-dim keys: tighter).
     """
-    import imagecodecs.numcodecs as inc
     import numcodecs
 
     if name == "blosc":

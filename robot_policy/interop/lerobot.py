@@ -102,6 +102,7 @@ class ImportReport:
     frames: int
     seconds: float
     keys: dict[str, str]
+    """store key -> LeRobot feature"""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -109,7 +110,10 @@ class ImportReport:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
     def summary(self) -> str:
-        keys = ", ".join(f"{f} -> {k}" for f, k in self.keys.items())
+        by_feature: dict[str, list[str]] = {}
+        for key, feat in self.keys.items():
+            by_feature.setdefault(feat, []).append(key)
+        keys = ", ".join(f"{f} -> {'+'.join(k)}" for f, k in by_feature.items())
         out = (
             f"wrote {self.path}: {self.episodes} episodes, {self.frames} frames in {self.seconds:.1f} s "
             f"({self.frames_per_s:.0f} frames/s)\n  features: {keys}"
@@ -211,7 +215,11 @@ def column_to_numpy(col, n_rows: int) -> np.ndarray:
     import pyarrow as pa
 
     arr = col.combine_chunks() if hasattr(col, "combine_chunks") else col
-    if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+    if (
+        pa.types.is_fixed_size_list(arr.type)
+        or pa.types.is_list(arr.type)
+        or pa.types.is_large_list(arr.type)
+    ):
         flat = arr.flatten()
         out = flat.to_numpy(zero_copy_only=False)
         return out.reshape(n_rows, -1) if n_rows else out.reshape(0, max(1, len(out)))
@@ -225,11 +233,29 @@ def _pandas_index_metadata(index_col: str, value_col: str) -> bytes:
         {
             "index_columns": [index_col],
             "column_indexes": [
-                {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}
+                {
+                    "name": None,
+                    "field_name": None,
+                    "pandas_type": "unicode",
+                    "numpy_type": "object",
+                    "metadata": {"encoding": "UTF-8"},
+                }
             ],
             "columns": [
-                {"name": value_col, "field_name": value_col, "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
-                {"name": None, "field_name": index_col, "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+                {
+                    "name": value_col,
+                    "field_name": value_col,
+                    "pandas_type": "int64",
+                    "numpy_type": "int64",
+                    "metadata": None,
+                },
+                {
+                    "name": None,
+                    "field_name": index_col,
+                    "pandas_type": "unicode",
+                    "numpy_type": "object",
+                    "metadata": None,
+                },
             ],
             "creator": {"library": "pyarrow", "version": "robot_policy"},
             "pandas_version": "2.2.3",
@@ -463,15 +489,20 @@ def export_lerobot(
 
     task_names = sorted(tasks, key=tasks.get)
     tasks_table = pa.table(
-        {"task_index": pa.array([tasks[t] for t in task_names], pa.int64()), "__index_level_0__": pa.array(task_names, pa.string())}
+        {
+            "task_index": pa.array([tasks[t] for t in task_names], pa.int64()),
+            "__index_level_0__": pa.array(task_names, pa.string()),
+        }
     )
-    tasks_table = tasks_table.replace_schema_metadata({b"pandas": _pandas_index_metadata("__index_level_0__", "task_index")})
+    tasks_table = tasks_table.replace_schema_metadata(
+        {b"pandas": _pandas_index_metadata("__index_level_0__", "task_index")}
+    )
     pq.write_table(tasks_table, tmp / TASKS_PATH)
 
     stats = lstats.aggregate(ep_stats_all)
     (tmp / STATS_PATH).write_text(json.dumps(lstats.to_json(stats), indent=4))
 
-    for key, feat in video_keys.items():
+    for feat in video_keys.values():
         first = tmp / VIDEO_PATH.format(video_key=feat, chunk_index=0, file_index=0)
         features[feat]["info"] = vid.info(first)
     info = {
@@ -525,9 +556,7 @@ def export_lerobot(
 
 
 def _write_card(root: Path, repo_id: str, info: dict) -> None:
-    feats = "\n".join(
-        f"| `{k}` | {v['dtype']} | {v['shape']} |" for k, v in info["features"].items()
-    )
+    feats = "\n".join(f"| `{k}` | {v['dtype']} | {v['shape']} |" for k, v in info["features"].items())
     (root / "README.md").write_text(
         f"---\nlicense: apache-2.0\ntask_categories:\n- robotics\ntags:\n- LeRobot\n"
         f"configs:\n- config_name: default\n  data_files: data/*/*.parquet\n---\n\n"
@@ -599,7 +628,9 @@ class LeRobotFolder:
         rows.sort(key=lambda r: r["episode_index"])
         for i, r in enumerate(rows):
             if r["episode_index"] != i:
-                raise ValueError(f"{self.root}: episode indices are not 0..N-1 (found {r['episode_index']} at row {i})")
+                raise ValueError(
+                    f"{self.root}: episode indices are not 0..N-1 (found {r['episode_index']} at row {i})"
+                )
         return rows
 
     def _read_tasks(self) -> dict[int, str]:
@@ -633,7 +664,11 @@ class LeRobotFolder:
                 continue
             key = name.removeprefix("observation.").replace(".", "_").replace("/", "_")
             entry = {"feature": name, "dtype": ft["dtype"], "shape": shape}
-            if isinstance(names, list) and len(names) == int(np.prod(shape)) and all(isinstance(x, str) for x in names):
+            if (
+                isinstance(names, list)
+                and len(names) == int(np.prod(shape))
+                and all(isinstance(x, str) for x in names)
+            ):
                 entry["names"] = names if len(shape) == 1 else None
             mapping[key] = entry
         return mapping
@@ -658,7 +693,9 @@ class LeRobotFolder:
         rows = rows.sort_by("frame_index")
         want = self.episodes[ep]["length"]
         if rows.num_rows != want:
-            raise ValueError(f"{self.root}: episode {ep} has {rows.num_rows} rows in its data file, its length says {want}")
+            raise ValueError(
+                f"{self.root}: episode {ep} has {rows.num_rows} rows in its data file, its length says {want}"
+            )
         return rows
 
     # -- video
@@ -812,7 +849,9 @@ def import_lerobot(
                     if "slice" in m:
                         a, b = m["slice"]
                         v = v.reshape(n, -1)[:, a:b]
-                    frames[key] = np.ascontiguousarray(v.reshape((n, *spec.shape)).astype(spec.dtype, copy=False))
+                    frames[key] = np.ascontiguousarray(
+                        v.reshape((n, *spec.shape)).astype(spec.dtype, copy=False)
+                    )
             if task_key:
                 frames["task_index"] = column_to_numpy(rows.column("task_index"), n).astype(np.int64)
             store.add_episode(frames, meta=_episode_meta(e, ds.tasks))
@@ -829,7 +868,7 @@ def import_lerobot(
         episodes=ds.num_episodes,
         frames=total,
         seconds=time.perf_counter() - t0,
-        keys={m["feature"]: k for k, m in ds.mapping.items()},
+        keys={k: m["feature"] for k, m in ds.mapping.items()},
         notes=notes,
     )
 
@@ -858,7 +897,9 @@ def _decode_images(col, n: int, shape: tuple[int, ...]) -> np.ndarray:
     for i, item in enumerate(col.to_pylist()):
         data = item.get("bytes") if isinstance(item, dict) else item
         if data is None:
-            raise ValueError(f"image row {i} has no embedded bytes (path {item.get('path')!r}): embedded images only")
+            raise ValueError(
+                f"image row {i} has no embedded bytes (path {item.get('path')!r}): embedded images only"
+            )
         img = imagecodecs.imread(data)
         out[i] = img.reshape(shape) if img.size == out[i].size else img[..., : shape[-1]]
     return out

@@ -19,7 +19,9 @@ QUANTILE_KEYS = tuple(f"q{int(q * 100):02d}" for q in QUANTILES)
 NUM_BINS = 5000
 
 
-def estimate_num_samples(n: int, min_samples: int = 100, max_samples: int = 10_000, power: float = 0.75) -> int:
+def estimate_num_samples(
+    n: int, min_samples: int = 100, max_samples: int = 10_000, power: float = 0.75
+) -> int:
     if n < min_samples:
         min_samples = n
     return max(min_samples, min(int(n**power), max_samples))
@@ -57,7 +59,11 @@ def _quantiles(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, np.nd
             else:
                 before = cumsum[idx - 1]
                 inside = cumsum[idx] - before
-                v = edges[idx] if inside == 0 else edges[idx] + (target - before) / inside * (edges[idx + 1] - edges[idx])
+                v = (
+                    edges[idx]
+                    if inside == 0
+                    else edges[idx] + (target - before) / inside * (edges[idx + 1] - edges[idx])
+                )
             out[key][j] = v
     return out
 
