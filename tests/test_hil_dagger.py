@@ -49,19 +49,11 @@ def test_dagger_smoke_round_trains_on_demos_plus_corrections(tmp_path):
     assert [m["source"] for m in metas[:2]] == ["demo", "demo"]
     added = [m for m in metas if m["source"] == "correction"]
     assert added and results[1].correction_frames_in_data == data.num_frames - sum(data.episode_lengths[:2])
-    first = added[0]
-    seg = next(
-        s
-        for s in segments(
-            EpisodeStore.open(tmp_path / "dg" / "round_1" / "corrections.zarr").get_episode(0)[
-                "intervention"
-            ][:, 0],
-            cfg.min_segment,
-        )
-    )
-    if first["seed"] == meta["seed"]:
-        # The segment's actions are the executed (expert, safety-limited) actions of those steps.
-        np.testing.assert_array_equal(data.get_episode(2)["action"], ep["action"][seg[0] : seg[1]])
+    # The first added episode is the first segment of the first rollout: its actions are the
+    # executed (expert, safety-limited) actions of those steps.
+    a, b = segments(flags, cfg.min_segment)[0]
+    assert added[0]["seed"] == meta["seed"] and added[0]["start"] == a
+    np.testing.assert_array_equal(data.get_episode(2)["action"], ep["action"][a:b])
     # The velocity limits held on every executed step, takeovers and handbacks included.
     from robot_policy.hardware.config import load_hardware_config
 

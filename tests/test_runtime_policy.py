@@ -254,3 +254,39 @@ def test_runner_rtc_pins_the_prefix_that_runs_before_the_chunk_lands():
         assert d >= 1 and np.all(prior.weights[:d] == 1.0) and prior.weights[d] < 1.0
         np.testing.assert_allclose(chunk.actions[:d], prior.actions[:d], atol=1e-4)
         assert forwards == 1
+
+
+def test_drop_plan_replans_from_the_current_state_and_ignores_inference_in_flight():
+    """What policy_node does when the arbiter hands control to a human or back."""
+
+    def planned():
+        policy = FakePolicy()
+        r = PolicyRunner(policy, max_obs_age=0.5, clock=lambda: 0.0)
+        _feed(r, 10.0)
+        _feed(r, 10.1)
+        r.tick(10.1)
+        r._worker.join(5)
+        assert r.tick(10.15) is not None  # a plan for 10.2 ... is scheduled
+        _feed(r, 10.2)
+        return policy, r
+
+    _, keep = planned()
+    keep.tick(10.2)
+    assert keep.stats.inferences == 1  # the plan still runs: no new inference yet
+    policy, r = planned()
+    r.drop_plan()
+    r.tick(10.2)
+    assert r.stats.inferences == 2  # dropped: infer at once from the newest state
+    r._worker.join(5)
+    plan = r.tick(10.25)
+    assert plan is not None and plan.obs_stamp == pytest.approx(10.2)
+    # An inference in flight when the plan is dropped answered an older state: never published.
+    policy.release.clear()
+    r.drop_plan()
+    _feed(r, 10.3)
+    r.tick(10.3)
+    assert r.stats.inferences == 3
+    r.drop_plan()
+    policy.release.set()
+    r._worker.join(5)
+    assert r.tick(10.32) is None

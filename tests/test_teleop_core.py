@@ -219,3 +219,30 @@ def test_scripted_device_drives_the_sim_expert():
     finally:
         dev.disconnect()
         env.close()
+
+
+def test_session_turns_a_spacemouse_push_into_joint_targets(solver):
+    """Device -> session -> Cartesian mapping -> command-order target, end to end without ROS."""
+    from teleop_fakes import FakeHid
+
+    from robot_policy.teleop import TeleopSession, make_teleop
+
+    hid = FakeHid()
+    hid.add(b"/dev/hidraw0", 0x256F, 0xC635)
+    dev = make_teleop("spacemouse", HW, {"release_after_s": 0.0}, sdk=hid)
+    dev.connect()
+    ticks = iter(np.arange(100) * DT)
+    s = TeleopSession(dev, HW, solver=solver, clock=lambda: next(ticks))
+    obs = {"joint_pos": HOME.astype(np.float32), "gripper": np.array([0.08], np.float32)}
+    assert s.step(obs).target is None  # at rest: no command, the policy keeps control
+    push = bytes([1]) + b"".join(int(v).to_bytes(2, "little", signed=True) for v in (0, -350, 0))
+    p0 = solver.fk(HOME)[0]
+    for _ in range(5):
+        hid.feed(b"/dev/hidraw0", push)
+        out = s.step(obs)
+    assert out.intervening and out.target.shape == (8,) and out.target[7] == -1.0
+    # 5 control periods at 0.15 m/s: 3.75 cm forward (+x of the base), nothing sideways.
+    np.testing.assert_allclose(solver.fk(out.target[:7])[0] - p0, [0.0375, 0, 0], atol=2e-3)
+    hid.feed(b"/dev/hidraw0", bytes([1, 0, 0, 0, 0, 0, 0]))
+    assert s.step(obs).target is None  # let go: control back; the next takeover restarts at the arm
+    dev.disconnect()

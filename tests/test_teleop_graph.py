@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +199,100 @@ def test_dataset_info_shows_the_interventions(tmp_path):
         assert main(["dataset", "info", str(tmp_path / "d.zarr")]) == 0
     text = out.getvalue()
     assert "interventions" in text and "2 (0.4 s)" in text and "operators: ada" in text, text
+
+
+def test_keyboard_in_its_own_terminal_then_the_terminal_closes(tmp_path):
+    """``robot-policy teleop keyboard --arbiter`` in a terminal (a pty) attached to a running graph
+    (sim.launch.xml arbiter:=true): keys take control and jog the arm; the terminal closing is a
+    lost device: the error says so, the arm holds, and the policy does not take over by itself."""
+    import pty
+
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from robot_policy import conventions as conv
+    from robot_policy.ros.convert import to_duration
+
+    private_domain()
+    hw = yaml.safe_load((REPO / "hardware" / "sim_tabletop.yaml").read_text())
+    hw["cameras"] = []
+    (tmp_path / "hw.yaml").write_text(yaml.safe_dump(hw))
+    g = Graph(
+        "sim.launch.xml",
+        {"hardware": str(tmp_path / "hw.yaml"), "arbiter": "true", "record": "false"},
+        tmp_path / "graph.log",
+    )
+    c = g.client
+    c.subscribe(conv.JOINT_STATES, JointState, keep=5)
+    c.subscribe(conv.DIAGNOSTICS, DiagnosticArray, keep=50, sensor=False)
+    master, slave = pty.openpty()
+    err = open(tmp_path / "teleop.err", "w")
+    proc = None
+    try:
+        c.latest(conv.JOINT_STATES, timeout=60)
+        c.call(conv.SIM_RESET, timeout=30)
+        q0 = np.asarray(c.latest(conv.JOINT_STATES).position)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "robot_policy.cli.main",
+                "teleop",
+                "keyboard",
+                "--arbiter",
+                "--no-record",
+                "--hardware",
+                str(tmp_path / "hw.yaml"),
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=err,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+        wait_until(lambda: c.node.count_publishers(conv.TELEOP_INTERVENTION) > 0, 60, "the teleop terminal")
+        time.sleep(1.0)  # its first ticks: the terminal is in cbreak mode
+        os.write(master, b"qqqq")  # joint 1 up 4 x 0.05 rad: the human takes control and jogs
+        wait_until(
+            lambda: np.asarray(c.latest(conv.JOINT_STATES).position)[0] > q0[0] + 0.18,
+            30,
+            "the arm to follow the keys",
+        )
+        assert (c.diagnostics("arbiter", timeout=5) or {}).get("source") == "human"
+        os.close(master)  # the terminal window closes
+        master = -1
+        assert proc.wait(timeout=30) == 1
+        text = (tmp_path / "teleop.err").read_text()
+        assert "keyboard: the terminal closed" in text and "the arm holds" in text, text
+        wait_until(
+            lambda: (c.diagnostics("arbiter", since=c.now() - 0.5) or {}).get("source") == "hold",
+            30,
+            "the arbiter to hold",
+        )
+        assert "silent" in c.diagnostics("arbiter")["error"]
+        held = np.asarray(c.latest(conv.JOINT_STATES).position)
+        # A policy chunk now is only a proposal: nobody hands control back but the human.
+        names = list(c.latest(conv.JOINT_STATES).name)
+        traj = JointTrajectory(joint_names=names)
+        for i in range(10):
+            p = held.copy()
+            p[0] -= 0.05 * (i + 1)
+            traj.points.append(
+                JointTrajectoryPoint(positions=p.tolist(), time_from_start=to_duration(0.05 * (i + 1)))
+            )
+        c.publish(conv.POLICY_TRAJECTORY, traj)
+        time.sleep(1.0)
+        np.testing.assert_allclose(np.asarray(c.latest(conv.JOINT_STATES).position)[:7], held[:7], atol=0.01)
+    except AssertionError:
+        print(g.log())
+        raise
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        os.close(slave)
+        err.close()
+        g.close()

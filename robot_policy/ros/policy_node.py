@@ -1,4 +1,5 @@
-"""``policy_node``: the policy server. Loads a checkpoint, builds observations from the latest
+"""``policy_node``: the policy on the ROS graph. Loads a checkpoint (or calls a remote policy
+server, ``server:=ws://HOST:PORT``, see docs/serving.md), builds observations from the latest
 frames and joint states by capture stamp, infers asynchronously and publishes each chunk as a
 JointTrajectory (one point per action, ``time_from_start`` on the control grid), dropping actions
 whose time has passed. Reports inference latency, observation age and input rates on

@@ -87,6 +87,11 @@ class GamepadDevice(TeleopDevice):
 
     config_class = GamepadConfig
     extra = "teleop"
+    help = (
+        "gamepad: hold RB to take control (release: back to the policy); left stick moves in the table\n"
+        "  plane, right stick up/down and yaw; LT closes, RT opens the gripper; Start: new episode,\n"
+        "  Y: success, A: failure, Back: commit, X: discard, B: e-stop (buttons: device option buttons)"
+    )
 
     def __init__(self, config: GamepadConfig, hw, sdk=None):
         super().__init__(config, hw)

@@ -172,7 +172,10 @@ class KeyboardDevice(TeleopDevice):
             ready, _, _ = select.select([self._fd], [], [], 0.0)
             if not ready:
                 break
-            chunk = os.read(self._fd, 256)
+            try:
+                chunk = os.read(self._fd, 256)
+            except OSError:  # a pseudo-terminal whose window closed reads EIO instead of EOF
+                chunk = b""
             if not chunk:
                 self.connected = False
                 raise DeviceDisconnected(

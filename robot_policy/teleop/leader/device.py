@@ -70,6 +70,10 @@ class LeaderDevice(TeleopDevice):
 
     config_class = LeaderConfig
     extra = "teleop"
+    help = (
+        "leader arm: the follower copies its joints (intervene=motion: move it, aligned with the arm,\n"
+        "  to take control; let it rest to hand back)"
+    )
     needs_observation = True
 
     def __init__(self, config: LeaderConfig, hw, sdk=None, calibration: LeaderCalibration | None = None):

@@ -149,6 +149,10 @@ class SpaceMouseDevice(TeleopDevice):
 
     config_class = SpaceMouseConfig
     extra = "teleop"
+    help = (
+        "spacemouse: move the cap to take control (at rest for release_after_s: back to the policy);\n"
+        "  left button closes, right button opens the gripper"
+    )
     MAX_REPORTS_PER_READ = 64
 
     def __init__(self, config: SpaceMouseConfig, hw, sdk=None):
