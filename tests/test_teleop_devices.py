@@ -415,3 +415,53 @@ def test_leader_calibration_file_roundtrip_and_checks(tmp_path):
     (tmp_path / "bad.json").write_text('{"bus": "dynamixel", "joints": [{"id": 1, "sign": 2}]}')
     with pytest.raises(ConfigError, match="sign must be 1 or -1"):
         load_calibration(tmp_path / "bad.json", "sim_tabletop", 1)
+
+
+def test_cli_lists_devices_and_calibrates_a_leader_on_the_bus(tmp_path, capsys):
+    pytest.importorskip("dynamixel_sdk")
+    from servo_bus_emulator import ServoBusEmulator
+
+    from robot_policy.cli.main import main
+    from robot_policy.teleop.leader import load_calibration
+
+    assert main(["teleop", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in TELEOPS.names()) and "deadman_button" in out
+    # Leader held in the follower's pose Q0; servo j reads pi + sign_j * Q0[j] (+ a horn offset).
+    signs = [1, -1, 1, 1, -1, 1, 1]
+    raw = {
+        j + 1: _ticks(np.pi + s * q + (np.pi / 2 if j == 3 else 0.0))
+        for j, (s, q) in enumerate(zip(signs, Q0))
+    }
+    raw[8] = _ticks(3.0)
+    em = ServoBusEmulator("dynamixel", raw)
+    try:
+        args = [
+            "teleop",
+            "calibrate-leader",
+            "--bus",
+            "dynamixel",
+            "--port",
+            em.port,
+            "--ids",
+            "1,2,3,4,5,6,7",
+        ]
+        args += ["--signs", ",".join(map(str, signs)), "--gripper-id", "8", "--gripper-open", "3.0"]
+        args += [
+            "--gripper-closed",
+            "3.8",
+            "--pose",
+            ",".join(map(str, Q0)),
+            "--out",
+            str(tmp_path / "l.json"),
+        ]
+        assert main(args) == 0
+    finally:
+        em.close()
+    assert "wrote" in capsys.readouterr().out
+    cal = load_calibration(tmp_path / "l.json", "sim_tabletop", 7)
+    q, grip = cal.to_joints(np.array([raw[i] for i in range(1, 9)]) * 2 * np.pi / 4096)
+    np.testing.assert_allclose(q, Q0, atol=2e-3)  # the same pose maps back to the follower's
+    assert grip == pytest.approx(-1.0, abs=0.01)
+    assert main(["teleop", "gamepad", "--set", "deadmen=3"]) == 2
+    assert "unknown field(s) ['deadmen']" in capsys.readouterr().err

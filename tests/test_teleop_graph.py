@@ -254,13 +254,18 @@ def test_keyboard_in_its_own_terminal_then_the_terminal_closes(tmp_path):
         )
         wait_until(lambda: c.node.count_publishers(conv.TELEOP_INTERVENTION) > 0, 60, "the teleop terminal")
         time.sleep(1.0)  # its first ticks: the terminal is in cbreak mode
+        t_keys = c.now()
         os.write(master, b"qqqq")  # joint 1 up 4 x 0.05 rad: the human takes control and jogs
         wait_until(
             lambda: np.asarray(c.latest(conv.JOINT_STATES).position)[0] > q0[0] + 0.18,
             30,
             "the arm to follow the keys",
         )
-        assert (c.diagnostics("arbiter", timeout=5) or {}).get("source") == "human"
+        wait_until(
+            lambda: (c.diagnostics("arbiter", since=t_keys) or {}).get("source") == "human",
+            10,
+            "the arbiter to report the human in control",
+        )
         os.close(master)  # the terminal window closes
         master = -1
         assert proc.wait(timeout=30) == 1
