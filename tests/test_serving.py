@@ -634,3 +634,21 @@ def test_launch_files_run_the_policy_node_against_a_server():
         desc = parse_launch_file(REPO / "launch" / name, parse_cli_args([*extra, "server:=ws://gpu:8000"]))
         (policy,) = [n for n in desc.nodes if n.name == "policy"]
         assert policy.params["server"] == "ws://gpu:8000" and policy.params["checkpoint"] == ""
+
+
+def test_bench_serve_smoke(tmp_path, capsys):
+    import json
+
+    from robot_policy.cli.main import main
+
+    out = tmp_path / "serve.json"
+    argv = ["bench", "serve", "--preset", "tiny", "--threads", "1", "--reps", "3", "--clients", "1", "2"]
+    assert main([*argv, "--seconds", "0.5", "--soak-seconds", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res["latency"]) >= {"local engine", "remote (client side)", "added by serving"}
+    assert [r["clients"] for r in res["throughput"]] == [1, 2]
+    assert all(r["errors"] == 0 and r["requests_per_s"] > 0 for r in res["throughput"])
+    soak = res["soak"]
+    assert soak["requests"] > 0 and soak["errors"] == 0 and len(soak["rss_samples_mb"]) >= 2
+    assert res["server_exit_code"] == 0  # SIGTERM: clean shutdown
+    assert "added by serving" in capsys.readouterr().out

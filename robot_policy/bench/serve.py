@@ -189,7 +189,7 @@ def run(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     ckpt = _checkpoint(args, tmp)
-    label = args.preset or ckpt.name
+    label = ckpt.name if args.checkpoint else args.preset
     port = _free_port()
     log_path = out_dir / "serve_server.log"
     clients = sorted(set(args.clients))

@@ -139,7 +139,7 @@ def _bt_fit(names: list[str], comps: Sequence[Comparison], prior: float, iters: 
     p = np.ones(m)
     for _ in range(iters):
         denom = (n / (p[:, None] + p[None, :])).sum(axis=1) + prior / (p + 1.0)
-        new = wins / np.maximum(denom, 1e-300)
+        new = np.maximum(wins / np.maximum(denom, 1e-300), 1e-12)  # a winless policy: tiny, not zero
         new /= math.exp(np.log(new).mean())
         if np.max(np.abs(new - p)) < 1e-10:
             p = new
@@ -162,7 +162,9 @@ def bradley_terry(
     range of each policy's rank. ``prior`` (ties against a virtual average policy) keeps a
     policy that won or lost every trial finite; 0 gives the plain maximum-likelihood fit.
     """
-    names = list(names) if names is not None else sorted({n for c in comparisons for n in (c.first, c.second)})
+    names = (
+        list(names) if names is not None else sorted({n for c in comparisons for n in (c.first, c.second)})
+    )
     if not names:
         return []
     comps = list(comparisons)

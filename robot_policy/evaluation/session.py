@@ -131,7 +131,9 @@ class Labeller(Protocol):
 
     def label(self, trial: int, label: str, seed: int, result: Mapping) -> EpisodeLabel: ...
 
-    def prefer(self, trial: int, labels: Mapping[str, EpisodeLabel], results: Mapping[str, Mapping]) -> Preference: ...
+    def prefer(
+        self, trial: int, labels: Mapping[str, EpisodeLabel], results: Mapping[str, Mapping]
+    ) -> Preference: ...
 
 
 # -- labellers ------------------------------------------------------------------------------------
@@ -304,7 +306,7 @@ def run_session(
     path = Path(path)
     if path.exists():
         state = load_state(path)
-        if cfg is not None and dataclasses.asdict(cfg) != state["config"]:
+        if cfg is not None and json.loads(json.dumps(dataclasses.asdict(cfg))) != state["config"]:
             raise SessionError(
                 f"{path} holds a session with another config; resume it without a config or pick a new file"
             )
@@ -464,7 +466,9 @@ class InProcessRunner:
             policy = load(source, device=self.device)
             policy.eval()
             pc = policy.config
-            env = make_env(self.cfg.task, cameras=policy_cameras(policy) or None, randomization=self.cfg.randomization)
+            env = make_env(
+                self.cfg.task, cameras=policy_cameras(policy) or None, randomization=self.cfg.randomization
+            )
             entry = (env, policy, [*pc.obs_keys, *pc.image_keys], pc.n_obs_steps, pc.n_action_steps, False)
         self._loaded[name] = entry
         return entry

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 API_KEY_ENV = "ROBOT_POLICY_API_KEY"
 CA_FILE_ENV = "ROBOT_POLICY_CA_FILE"
+MAX_REPLY_BYTES = 64 * 2**20
+"""Largest reply (or metadata) accepted from a server; a chunk of actions is a few kB."""
 
 
 class ServerUnavailable(ConnectionError):
@@ -131,7 +133,7 @@ class RemotePolicy:
             self.url,
             additional_headers=headers,
             compression=None,
-            max_size=None,  # replies are ours to trust less than requests: they are size-checked below
+            max_size=MAX_REPLY_BYTES,
             open_timeout=self._connect_timeout,
             close_timeout=1.0,
             ssl=self._ssl(),

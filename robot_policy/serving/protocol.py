@@ -124,7 +124,8 @@ def observation_specs(metadata: dict) -> dict[str, ArraySpec]:
             raise ProtocolError(
                 f"metadata observation '{k}': expected {{shape, dtype}}, got {v!r} ({e})"
             ) from None
-        out[str(k)] = ArraySpec(shape, dtype, bool(v.get("image", dtype == "uint8" and len(shape) == 4)))
+        # Not stated (a user's spec): uint8 arrays of 3+ dimensions are camera images.
+        out[str(k)] = ArraySpec(shape, dtype, bool(v.get("image", dtype == "uint8" and len(shape) >= 3)))
     return out
 
 
