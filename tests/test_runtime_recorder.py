@@ -193,3 +193,31 @@ def test_stream_watch_reports_a_silent_stream_once_until_it_returns():
     assert w.stalls_total == 4
     with pytest.raises(ValueError, match="stall_warn_periods"):
         StreamWatch({"/x": 10.0}, periods=1.0)
+
+
+def test_a_command_cut_by_the_start_request_is_not_counted_missing(tmp_path):
+    # The start request falls between a tick's command (99.95) and its observation (100.0): the
+    # first frame's action is the command after it, so nothing the episode uses is missing.
+    rec = _recorder(tmp_path / "d.zarr")
+    rec.start(t_start=99.98)
+    _feed(rec)
+    rec.add("/joint_commands", 102.0 - 0.05, {"action": np.full(2, 20, np.float32)})
+    _, report = rec.stop()
+    assert report["missing"] == {"/joint_states": 0, "/cam/color/image_raw": 0, "/joint_commands": 0}
+    assert report["gaps"] == []
+
+
+def test_a_command_missing_inside_the_episode_is_still_counted(tmp_path):
+    rec = _recorder(tmp_path / "d.zarr")
+    rec.start()
+    for k in range(20):
+        t = 100.0 + 0.1 * k
+        if k != 7:
+            rec.add("/joint_commands", t - 0.05, {"action": np.full(2, k, np.float32)})
+        rec.add("/joint_states", t, {"joint_pos": np.full(2, k, np.float32)})
+        rec.add("/cam/color/image_raw", t - 0.03, {"cam_rgb": np.full((4, 4, 3), k, np.uint8)})
+    rec.add("/joint_commands", 102.0 - 0.05, {"action": np.full(2, 20, np.float32)})
+    _, report = rec.stop()
+    assert report["missing"]["/joint_commands"] == 1
+    (gap,) = report["gaps"]
+    assert gap["stream"] == "/joint_commands" and gap["frame"] == 6  # frame 6's action came late

@@ -78,8 +78,12 @@ def count_missing(stamps: np.ndarray, rate: float, t0: float, t1: float) -> int:
 class _MissingCounter:
     """:func:`count_missing` computed as stamps become final; keeps only uncounted stamps."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, after: bool = False) -> None:
         self.period = 1.0 / rate
+        # ``after`` (a ``next`` stream, the commands): frames use the first sample after their
+        # stamp, so the window's samples are those after the first frame; a command captured
+        # just before the episode's first frame (cut by the start request) is not missing.
+        self.after = after
         self.todo: list[float] = []  # stamps not counted yet, sorted
         self.prev: float | None = None  # last counted stamp (None: window not started)
         self.missing = 0
@@ -99,6 +103,10 @@ class _MissingCounter:
         del self.todo[: bisect_right(self.todo, t - 0.5 * self.period - 1e-12)]
 
     def start(self, t0: float) -> None:
+        if self.after:
+            del self.todo[: bisect_right(self.todo, t0)]
+            self.prev = t0
+            return
         self.drop_before(t0)
         self.prev = t0 - self.period
 
@@ -110,6 +118,10 @@ class _MissingCounter:
         del self.todo[:i]
 
     def finish(self, t1: float) -> None:
+        if self.after:
+            # The last frame's own sample is the first after it: no uncovered tail beyond it.
+            self.advance(t1 + self.period)
+            return
         self.advance(t1 + 0.5 * self.period)
         self.missing += self._gap(t1 + self.period - self.prev)
 
@@ -138,7 +150,11 @@ class StreamAligner:
             s.values.clear()
         self.received = dict.fromkeys(self.streams, 0)
         self.late = dict.fromkeys(self.streams, 0)
-        self.counters = {n: _MissingCounter(s.rate) for n, s in self.streams.items() if s.fill is None}
+        self.counters = {
+            n: _MissingCounter(s.rate, after=s.mode == "next")
+            for n, s in self.streams.items()
+            if s.fill is None
+        }
         self.used: list[Stream] | None = None  # decided at the first complete frame
         self.watermark = -math.inf
         self.horizon = -math.inf
