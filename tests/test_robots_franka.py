@@ -199,3 +199,14 @@ def test_real_fr3_connects_reads_and_holds():
         time.sleep(1.0)
         assert ctl.status()["fault"] == ""
         np.testing.assert_allclose(ctl.state().position[:7], q0, atol=0.01)
+
+
+def test_franky_calls_leave_the_callers_thread_scheduling_alone(ctl):
+    # libfranka raises the calling thread to SCHED_FIFO 99 when it can (as root); a node or a
+    # test process left there starves the machine. The backend restores the caller's policy.
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    q0 = _q(ctl)
+    ctl.submit_trajectory([0.5], [np.append(q0 + 0.02, -1.0)])
+    wait_until(lambda: ctl.status()["trajectory_active"] is False, "the motion ends", ctl=ctl)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert os.sched_getscheduler(ctl._thread.native_id) == os.SCHED_OTHER

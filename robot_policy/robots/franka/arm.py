@@ -13,8 +13,10 @@ connection is rebuilt (new ``franky.Robot``), restarting franky-sim too when thi
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -106,17 +108,18 @@ class FrankyGripper(Gripper):
             self._future = None
         if closed == self._sent:
             return
-        if closed:
-            # epsilon_outer = max width: any closed width counts as success (object or not).
-            self._future = self._g.grasp_async(
-                0.0,
-                self._cfg.gripper_speed,
-                self._cfg.gripper_force,
-                epsilon_inner=0.005,
-                epsilon_outer=self.max_width,
-            )
-        else:
-            self._future = self._g.move_async(self.max_width, self._cfg.gripper_speed)
+        with keep_thread_scheduling():
+            if closed:
+                # epsilon_outer = max width: any closed width counts as success (object or not).
+                self._future = self._g.grasp_async(
+                    0.0,
+                    self._cfg.gripper_speed,
+                    self._cfg.gripper_force,
+                    epsilon_inner=0.005,
+                    epsilon_outer=self.max_width,
+                )
+            else:
+                self._future = self._g.move_async(self.max_width, self._cfg.gripper_speed)
         self._sent = closed
 
     def read(self) -> GripperState:
@@ -183,19 +186,24 @@ class FrankaArm(Arm):
         if cfg.start_sim and (self._sim is None or not self._sim.running):
             self._sim = FrankySimServer(cfg.hostname, start_timeout_s=cfg.sim_start_timeout_s).start()
         rt = franky.RealtimeConfig.Enforce if cfg.realtime else franky.RealtimeConfig.Ignore
-        try:
-            robot = franky.Robot(cfg.hostname, realtime_config=rt)
-            robot.relative_dynamics_factor = cfg.relative_dynamics_factor
-            # Ruckig rejects a target velocity above its (scaled) limit: keep the feed-forward below.
-            self._dq_max = 0.95 * cfg.relative_dynamics_factor * np.asarray(robot.joint_velocity_limit.get())
-            self._brake = (
-                0.5 * cfg.relative_dynamics_factor * np.asarray(robot.joint_acceleration_limit.get())
-            )
-            gripper = (
-                FrankyGripper(franky, cfg.hostname, cfg) if cfg.gripper and self.hw.gripper_joint else None
-            )
-        except (franky.Exception, RuntimeError) as e:
-            raise ArmError(f"cannot connect to the Franka at {cfg.hostname}: {e}") from e
+        with keep_thread_scheduling():
+            try:
+                robot = franky.Robot(cfg.hostname, realtime_config=rt)
+                robot.relative_dynamics_factor = cfg.relative_dynamics_factor
+                # Ruckig rejects a target velocity above its (scaled) limit: keep the feed-forward below.
+                self._dq_max = (
+                    0.95 * cfg.relative_dynamics_factor * np.asarray(robot.joint_velocity_limit.get())
+                )
+                self._brake = (
+                    0.5 * cfg.relative_dynamics_factor * np.asarray(robot.joint_acceleration_limit.get())
+                )
+                gripper = (
+                    FrankyGripper(franky, cfg.hostname, cfg)
+                    if cfg.gripper and self.hw.gripper_joint
+                    else None
+                )
+            except (franky.Exception, RuntimeError) as e:
+                raise ArmError(f"cannot connect to the Franka at {cfg.hostname}: {e}") from e
         self._robot, self.gripper, self._lost, self._last_sent = robot, gripper, False, None
         self._mode = "connected"
 
@@ -312,6 +320,23 @@ class FrankaArm(Arm):
         self._last_error = f"{type(exc).__name__}: {exc}"
 
 
+@contextlib.contextmanager
+def keep_thread_scheduling():
+    """Restore the calling thread's scheduling policy after a franky call.
+
+    libfranka raises the thread it runs in to SCHED_FIFO priority 99 whenever it can (even with
+    ``RealtimeConfig.Ignore``, which only ignores a failure), and as root it can. A ROS node's
+    executor thread or a test process left at FIFO 99 starves the whole machine (measured here:
+    load average 40 on 2 cores); franky's own control threads keep their priority.
+    """
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
+            os.sched_setscheduler(0, policy, param)
+
+
 def _preempted(e: Exception) -> bool:
     return "preempted" in str(e)
 
@@ -325,9 +350,12 @@ class _SDKCall:
         self.franky, self.device, self.what, self.on_error = franky, device, what, on_error
 
     def __enter__(self):
+        self._sched = keep_thread_scheduling()
+        self._sched.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self._sched.__exit__(None, None, None)
         if exc is None or isinstance(exc, ArmError):
             return False
         if not isinstance(exc, (self.franky.Exception, self.franky.GripperException, RuntimeError)):
