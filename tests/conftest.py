@@ -30,3 +30,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "hardware" in item.keywords and not has_hw:
             item.add_marker(skip_hw)
+
+
+@pytest.fixture(autouse=True)
+def _normal_scheduling(request):
+    """Fail the test that leaves the test process at a realtime scheduling class (libfranka raises
+    its caller to SCHED_FIFO 99), and put it back so later tests and their children are not run
+    at a priority that starves the machine."""
+    yield
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        pytest.fail(f"{request.node.nodeid} left the test process at a realtime scheduling class")

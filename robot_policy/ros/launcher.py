@@ -35,6 +35,14 @@ def _set_pdeathsig() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except OSError:
         pass
+    # Nodes start with normal scheduling even when the launching thread was raised to a
+    # realtime class (libfranka does that to its caller): a busy node inheriting SCHED_FIFO 99
+    # starves the whole machine. A backend that wants realtime priority sets it on its own thread.
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        pass
 
 
 def resolve_executable(spec: NodeSpec) -> list[str]:
