@@ -6,7 +6,9 @@ other backend) works without it; a missing SDK names the PyPI package and the ex
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 from types import ModuleType
 
 
@@ -24,3 +26,20 @@ def import_sdk(module: str, *, kind: str, backend: str, package: str, extra: str
             f"{kind} backend '{backend}' needs {package} (module '{module}'): "
             f"pip install 'robot_policy[{extra}]'  ({e})"
         ) from e
+
+
+@contextlib.contextmanager
+def keep_thread_scheduling():
+    """Restore the calling thread's scheduling policy after a franky call.
+
+    libfranka (and the SVT-AV1 encoder) raise the thread they run in to SCHED_FIFO priority 99
+    whenever they can (libfranka even with ``RealtimeConfig.Ignore``), and as root they can. A ROS node's
+    executor thread or a test process left at FIFO 99 starves the whole machine (measured here:
+    load average 40 on 2 cores); franky's own control threads keep their priority.
+    """
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
+            os.sched_setscheduler(0, policy, param)

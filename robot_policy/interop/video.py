@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_policy.interop import require
+from robot_policy.sdk import keep_thread_scheduling
 
 # LeRobot's encoder defaults (lerobot/datasets/video_utils.py): yuv420p, a keyframe every 2
 # frames (cheap random access for training windows), crf 30, SVT-AV1 preset 12.
@@ -66,8 +67,9 @@ class VideoWriter:
                 options["svtav1-params"] = f"lp={threads}"
         elif threads:
             options["threads"] = str(threads)
-        self._container = av.open(str(self.path), "w")
-        self._stream = self._container.add_stream(vcodec, rate=self.rate, options=options)
+        with keep_thread_scheduling():
+            self._container = av.open(str(self.path), "w")
+            self._stream = self._container.add_stream(vcodec, rate=self.rate, options=options)
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIX_FMT
         self._av = av
         self.shape = (height, width, 3)
@@ -79,8 +81,9 @@ class VideoWriter:
         frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames
         frame.time_base = 1 / self.rate
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        with keep_thread_scheduling():
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
         self.frames += 1
 
     def size(self) -> int:
@@ -90,9 +93,10 @@ class VideoWriter:
             return 0
 
     def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        with keep_thread_scheduling():
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -13,10 +13,8 @@ connection is rebuilt (new ``franky.Robot``), restarting franky-sim too when thi
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ from robot_policy.config import ConfigError
 from robot_policy.hardware.config import HardwareConfig
 from robot_policy.robots.base import Arm, ArmConfig, ArmError, Gripper, GripperState, import_sdk, register_arm
 from robot_policy.robots.franka.sim_server import FrankySimServer
+from robot_policy.sdk import keep_thread_scheduling
 from robot_policy.types import JointState
 
 log = logging.getLogger("robot_policy.robots.franka")
@@ -318,23 +317,6 @@ class FrankaArm(Arm):
             self._lost = True
             self._mode = "connection lost"
         self._last_error = f"{type(exc).__name__}: {exc}"
-
-
-@contextlib.contextmanager
-def keep_thread_scheduling():
-    """Restore the calling thread's scheduling policy after a franky call.
-
-    libfranka raises the thread it runs in to SCHED_FIFO priority 99 whenever it can (even with
-    ``RealtimeConfig.Ignore``, which only ignores a failure), and as root it can. A ROS node's
-    executor thread or a test process left at FIFO 99 starves the whole machine (measured here:
-    load average 40 on 2 cores); franky's own control threads keep their priority.
-    """
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    try:
-        yield
-    finally:
-        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
-            os.sched_setscheduler(0, policy, param)
 
 
 def _preempted(e: Exception) -> bool:
