@@ -158,7 +158,10 @@ def test_robot_node_drives_a_ros2_control_stack(tmp_path, interface, exe):
 
     private_domain()
     cmd_topic = f"/arm{'/joint_trajectory_controller/joint_trajectory' if interface == 'joint_trajectory' else '/forward_position_controller/commands'}"
-    (tmp_path / "hw.yaml").write_text(yaml.safe_dump(_hw_dict(interface=interface, command_topic=cmd_topic)))
+    # state_timeout_s: the simulated stack renders two cameras on shared cores and can stall for
+    # half a second while it starts (a real stack publishes at 100+ Hz and keeps the 0.5 s default).
+    hw = _hw_dict(interface=interface, command_topic=cmd_topic, state_timeout_s=3.0)
+    (tmp_path / "hw.yaml").write_text(yaml.safe_dump(hw))
     remaps = "\n".join(f'    <remap from="{t}" to="/arm{t}"/>' for t in STACK_TOPICS)
     launch = tmp_path / "t.launch.xml"
     launch.write_text(
@@ -184,6 +187,7 @@ def test_robot_node_drives_a_ros2_control_stack(tmp_path, interface, exe):
         arm = wait_until(lambda: c.diagnostics("robot: arm"), 15, "the robot's arm diagnostics")
         assert arm["backend"] == "ros2_control" and arm["connected"] == "True"
         assert arm["mode"] == f"{interface} -> {cmd_topic}" and arm["protective_stop"] == "False"
+        wait_until(lambda: c.diagnostics("robot: arm")["fault"] == "", 15, "the arm without a fault")
 
         def q(topic="/joint_states"):
             return np.asarray(c.latest(topic).position)
@@ -198,11 +202,19 @@ def test_robot_node_drives_a_ros2_control_stack(tmp_path, interface, exe):
                 JointTrajectoryPoint(positions=p.tolist(), time_from_start=to_duration(0.6 * (i + 1)))
             )
         c.publish("/joint_trajectory_controller/joint_trajectory", msg)
-        wait_until(
-            lambda: bool(np.abs(q("/arm/joint_states")[:7] - target[:7]).max() < 0.03),
-            WAIT,
-            "the stack's arm at the target",
-        )
+        try:
+            wait_until(
+                lambda: bool(np.abs(q("/arm/joint_states")[:7] - target[:7]).max() < 0.03),
+                WAIT,
+                "the stack's arm at the target",
+            )
+        except AssertionError as e:
+            log.flush()
+            raise AssertionError(
+                f"{e}\ntarget {target[:7].round(3)}\nstack at {q('/arm/joint_states')[:7].round(3)}"
+                f"\nrobot_node reports {q()[:7].round(3)}\nsafety {c.diagnostics('robot: safety')}"
+                f"\narm {c.diagnostics('robot: arm')}\ngraph log:\n{(tmp_path / 'graph.log').read_text()[-3000:]}"
+            ) from None
         wait_until(lambda: bool(np.abs(q()[:7] - target[:7]).max() < 0.03), WAIT, "robot_node reporting it")
         assert abs(q()[0] - q0[0]) > 0.2  # it moved (joint 1 starts near 0)
 

@@ -63,20 +63,36 @@ def test_clamps_positions_and_limits_velocity():
     np.testing.assert_allclose(out, [1.0, -2.0, 1.0])
 
 
-def test_watchdog_holds_current_position_and_releases_on_fresh_command():
+def test_watchdog_stops_at_the_last_target_without_reversing_and_releases_on_fresh_command():
     s = SafetyLayer(_cfg())
     s.step([0.0, 0.0, 0.0], now=0.0)
     s.submit([1.0, 0.0, 0.0], now=0.0)
     s.step([0.0, 0.0, 0.0], now=0.1)
-    s.step([0.1, 0.0, 0.0], now=0.2)
+    last_sent = s.step([0.1, 0.0, 0.0], now=0.2)  # rate-limited: 0.2, the arm lags at 0.15
     assert not s.status.watchdog_tripped
     held = s.step([0.15, 0.0, 0.0], now=0.5)  # 0.5 > 0 + 0.3 timeout
     assert s.status.watchdog_tripped
-    np.testing.assert_allclose(held, [0.15, 0.0, 0.0])
+    # The lagging arm is not sent back to where it measured; it stops at the last target.
+    np.testing.assert_allclose(held, last_sent)
+    np.testing.assert_allclose(held, [0.2, 0.0, 0.0])
     np.testing.assert_allclose(s.step([0.16, 0.0, 0.0], now=0.6), held)
     s.submit([1.0, 0.0, 0.0], now=0.7)
     assert not s.status.watchdog_tripped
     assert s.step([0.15, 0.0, 0.0], now=0.8)[0] > held[0]
+
+
+def test_a_blocked_arm_is_held_near_where_it_is_not_pushed_towards_the_target():
+    from robot_policy.hardware.safety import HOLD_LEAD_S
+
+    s = SafetyLayer(_cfg())
+    s.step([0.0, 0.0, 0.0], now=0.0)
+    s.submit([1.0, -2.0, 1.0], now=0.0, valid_for=10)
+    for k in range(1, 11):
+        s.step([0.0, 0.0, 0.0], now=0.1 * k)  # the target runs 1 rad ahead; the arm is stuck
+    s.estop()
+    held = s.step([0.0, 0.0, 0.0], now=1.1)
+    # At most HOLD_LEAD_S of motion ahead of the measured position; the gripper keeps its command.
+    np.testing.assert_allclose(held, [1.0 * HOLD_LEAD_S, -0.5 * HOLD_LEAD_S, 1.0])
 
 
 def test_trajectory_validity_extends_watchdog():

@@ -21,6 +21,11 @@ from robot_policy.hardware.config import HardwareConfig
 
 log = logging.getLogger("robot_policy.safety")
 
+# How far ahead of the measured position a hold may be, in seconds of motion at the velocity
+# limit: above a tracking arm's lag (franky-sim's FR3 ~80 ms), small enough that a blocked arm
+# is not pushed on (see SafetyLayer._hold_point).
+HOLD_LEAD_S = 0.15
+
 
 class CommandRejected(ValueError):
     """A command that must not be executed (wrong length, NaN/inf, or e-stop latched)."""
@@ -141,6 +146,24 @@ class SafetyLayer:
             log.warning("e-stop reset: waiting for a fresh command")
         self.status.estopped = False
 
+    def _hold_point(self, current: np.ndarray) -> np.ndarray:
+        """Where to stop: the last target sent, but no further from the measured position than
+        ``HOLD_LEAD_S`` of motion at the velocity limit.
+
+        A position-controlled arm tracks its target with a lag, so holding the *measured* position
+        would command it backwards (franky-sim's FR3 lags ~80 ms: it stopped, then reversed 0.016
+        rad). Holding the last target stops it where it was already going; the bound keeps a
+        blocked arm (target far ahead of where it is) from pushing on. Never where the last
+        *command* pointed: that is the motion being stopped.
+        """
+        hold = np.clip(current, self.lower, self.upper)
+        if self._output is not None:
+            lead = self.vel * HOLD_LEAD_S
+            n = self.n_arm
+            hold[:n] = hold[:n] + np.clip(self._output[:n] - hold[:n], -lead, lead)
+            hold[n:] = self._output[n:]  # grippers keep their last command (open stays open)
+        return hold
+
     # -- control tick --------------------------------------------------------------------
     def step(self, current, now: float) -> np.ndarray:
         """Target to send this tick, given the measured ``current`` positions (command order)."""
@@ -160,8 +183,7 @@ class SafetyLayer:
             holding = True
         if holding:
             if self._hold is None:
-                # Hold where the arm is, not where the last command pointed: stop moving now.
-                self._hold = np.clip(current, self.lower, self.upper)
+                self._hold = self._hold_point(current)
             self._output = self._hold.copy()
             return self._output.copy()
 
