@@ -53,7 +53,10 @@ def test_policy_node_parameters_keep_their_names_and_defaults():
     for launch in (ROOT / "launch").glob("*.xml"):
         for node_xml in re.findall(r'<node[^>]*exec="policy_node".*?</node>', launch.read_text(), re.S):
             for name in re.findall(r'<param name="([^"]+)"', node_xml):
-                assert name in {*params, "checkpoint", "server", "hardware", "max_obs_age", "autostart"}, (launch, name)
+                assert name in {*params, "checkpoint", "server", "hardware", "max_obs_age", "autostart"}, (
+                    launch,
+                    name,
+                )
     cfg = configure(node, "ros", {"warm_start_steps": 3, "warm_schedule_steps": 10, "scheduler_mode": "sync"})
     assert cfg.engine.warm_start == WarmStartConfig(run_steps=3, schedule_steps=10)
     assert cfg.scheduler.mode == "sync" and cfg.engine.threads == 1
