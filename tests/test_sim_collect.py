@@ -90,7 +90,16 @@ def test_interrupted_collect_keeps_finished_episodes(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "robot_policy.cli.main", "sim", "collect", "--task", "tabletop",
            "--episodes", "500", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    # Default SIGINT in the child: a suite started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = 0
     deadline = time.monotonic() + 120
     try:

@@ -43,6 +43,9 @@ def _set_pdeathsig() -> None:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except OSError:
         pass
+    # The launcher stops nodes with SIGINT first; a launch started in the background of a
+    # non-interactive shell would hand its nodes SIGINT ignored (and then wait out the grace).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def resolve_executable(spec: NodeSpec) -> list[str]:

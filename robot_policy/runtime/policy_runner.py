@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from robot_policy.inference.trace import ChunkTrace, StageBudget, TraceLog
 from robot_policy.types import ActionChunk
 
 if TYPE_CHECKING:
@@ -38,25 +39,30 @@ class StaleObservation(RuntimeError):
 class ObservationBuffer:
     """Recent timestamped samples per observation key."""
 
-    def __init__(self, keys: list[str], depth: int = 64):
+    def __init__(self, keys: list[str], depth: int = 64, clock=time.monotonic):
         self.keys = list(keys)
+        self.clock = clock
+        """Stamps each sample's arrival (the policy node's graph clock: the chunk trace's ``arrival``)."""
         self._buf: dict[str, deque] = {k: deque(maxlen=depth) for k in keys}
         self._arrivals: dict[str, deque] = {k: deque(maxlen=depth) for k in keys}
         self._lock = threading.Lock()
+        self.last_arrival = float("nan")
+        """When the newest sample used by the last :meth:`history` arrived (all keys)."""
 
     def add(self, key: str, stamp: float, value: np.ndarray, arrival: float | None = None) -> None:
         if key not in self._buf:
             return
+        arrival = self.clock() if arrival is None else arrival
         with self._lock:
             buf = self._buf[key]
             if buf and stamp < buf[-1][0]:
                 # Out-of-order arrival: insert by capture stamp, not arrival order.
-                items = sorted([*buf, (stamp, value)], key=lambda x: x[0])
+                items = sorted([*buf, (stamp, value, arrival)], key=lambda x: x[0])
                 buf.clear()
                 buf.extend(items)
             else:
-                buf.append((stamp, value))
-            self._arrivals[key].append(time.monotonic() if arrival is None else arrival)
+                buf.append((stamp, value, arrival))
+            self._arrivals[key].append(arrival)
 
     def clear(self) -> None:
         with self._lock:
@@ -108,11 +114,14 @@ class ObservationBuffer:
         with self._lock:
             ref = min(b[-1][0] for b in self._buf.values())
             out = {}
+            arrived = []
             for k, b in self._buf.items():
-                stamps = np.array([s for s, _ in b])
+                stamps = np.array([s[0] for s in b])
                 grid = ref - dt * np.arange(n - 1, -1, -1) + 1e-6
                 idx = np.clip(np.searchsorted(stamps, grid, side="right") - 1, 0, len(b) - 1)
                 out[k] = np.stack([np.asarray(b[i][1]) for i in idx])
+                arrived.append(b[idx[-1]][2])
+            self.last_arrival = float(max(arrived))
         return out, float(ref)
 
 
@@ -148,6 +157,8 @@ class PolicyRunner:
         clock=None,
         on_ready=None,
         use_prior: bool = True,
+        budget: StageBudget | None = None,
+        trace_file: str | None = None,
     ):
         from robot_policy.inference import ChunkScheduler, SchedulerConfig
 
@@ -163,16 +174,20 @@ class PolicyRunner:
         """Hand the scheduled plan to ``predict(prior=...)`` (the engine's warm start and RTC use it,
         a plain policy ignores it)."""
         self.max_obs_age = float(max_obs_age)
-        self.buffer = ObservationBuffer(self.keys)
+        self.clock = clock or time.time
+        self.buffer = ObservationBuffer(self.keys, clock=self.clock)
         sched_cfg = sched_cfg or SchedulerConfig(mode="async", n_action_steps=int(cfg.n_action_steps))
         self.sched = ChunkScheduler(sched_cfg, dt=self.dt)
-        self.clock = clock or time.time
+        self.traces = TraceLog(self.dt, budget or StageBudget(), path=trace_file)
+        """Stage timestamps of the published chunks (the caller adds ``publish`` and the robot's points)."""
+        self.last_trace: ChunkTrace | None = None
+        """The trace of the plan the last :meth:`tick` returned."""
         self.on_ready = on_ready
         """Called from the inference thread when a chunk is ready: wake the loop to publish it now
         instead of at the next control tick (up to one period of added latency)."""
         self.stats = RunnerStats()
         self._lock = threading.Lock()
-        self._result: tuple[ActionChunk, float, float, float] | None = None
+        self._result: tuple[ActionChunk, float, float, ChunkTrace] | None = None
         self._worker: threading.Thread | None = None
         self._epoch = 0  # bumped by reset(): results of older inferences are ignored
         self._reset_at: float | None = None
@@ -217,8 +232,9 @@ class PolicyRunner:
         d = max(0, math.ceil((lands - start) / self.dt + self.sched.cfg.tolerance - 1e-9))
         return replace(prior, weights=rtc_weights(self.chunk_len, d, prior.n_known), delay_steps=d)
 
-    def _infer(self, obs: dict, t_obs: float, t_req: float, epoch: int, prior=None) -> None:
+    def _infer(self, obs: dict, t_obs: float, trace: ChunkTrace, epoch: int, prior=None) -> None:
         try:
+            trace.infer_start = self.clock()
             t0 = time.perf_counter()
             # The first action answers the newest observation: it executes one control period
             # after its capture, as in the recorded demonstrations.
@@ -226,10 +242,11 @@ class PolicyRunner:
                 obs, prior=prior, start_time=t_obs + self.dt, num_steps=self.num_steps
             )
             elapsed = time.perf_counter() - t0
+            trace.infer_end = self.clock()
             stages = getattr(self.policy, "last_stages", None) or {}
             with self._lock:
                 if epoch == self._epoch:
-                    self._result = (chunk, t_obs, elapsed, t_req)
+                    self._result = (chunk, t_obs, elapsed, trace)
                     for name, ms in stages.items():
                         self.stats.stage_ms.setdefault(name, deque(maxlen=2000)).append(float(ms))
                 else:
@@ -247,9 +264,10 @@ class PolicyRunner:
         execute from ``now`` on, ``obs_stamp`` = capture time of the observation it answers."""
         now = self.clock() if now is None else now
         plan = None
+        self.last_trace = None
         with self._lock:
             if self._result is not None:
-                chunk, t_obs, elapsed, _ = self._result
+                chunk, t_obs, elapsed, trace = self._result
                 self._result = None
                 self.stats.inference_ms.append(elapsed * 1e3)
                 self.stats.obs_to_cmd_ms.append((now - t_obs) * 1e3)
@@ -263,6 +281,8 @@ class PolicyRunner:
                     # captures come at the control rate), so its first time and dt describe it.
                     plan = ActionChunk(actions, start_time=float(times[0]), dt=self.dt, obs_stamp=t_obs)
                     self.stats.chunks_published += 1
+                    trace.ready = self.clock()  # not `now`: the chunk may have landed after it was read
+                    self.last_trace = trace
             self.sched.action_at(now)  # advance with the robot: drops what has been executed
             busy = self._worker is not None and self._worker.is_alive()
             if busy or not self.sched.should_infer(now) or not self.buffer.settled(now, self.dt):
@@ -279,8 +299,10 @@ class PolicyRunner:
             self.sched.begin_inference(now, horizon=self.chunk_len)
             prior = self._prior(now, t_obs)
             self.stats.inferences += 1
+            # The clock, not `now`: a sample may have arrived between reading `now` and here.
+            trace = ChunkTrace(capture=t_obs, arrival=self.buffer.last_arrival, chosen=self.clock())
             self._worker = threading.Thread(
-                target=self._infer, args=(obs, t_obs, now, self._epoch, prior), daemon=True
+                target=self._infer, args=(obs, t_obs, trace, self._epoch, prior), daemon=True
             )
             self._worker.start()
         return plan
@@ -316,6 +338,7 @@ class PolicyRunner:
         extra = getattr(self.policy, "diagnostics", None)  # e.g. a remote policy's connection state
         if callable(extra):
             out.update(extra())
+        out.update(self.traces.diagnostics())
         for k, a in self.buffer.ages(now).items():
             out[f"age_ms/{k}"] = "inf" if a == float("inf") else f"{a * 1e3:.0f}"
         for k, r in self.buffer.rates().items():

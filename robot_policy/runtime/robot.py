@@ -42,6 +42,9 @@ class RobotSample:
     """Measured joints + gripper opening (command order); ``/joint_states``."""
     command: JointState | None
     """Target sent this tick (command order); ``/joint_commands``. None: nothing was sent."""
+    command_source: str = ""
+    """The sender's tag of that command (``TickReport.command_source``); ``/joint_commands``
+    carries it as its header ``frame_id``."""
     task_state: dict[str, np.ndarray] | None = None
     """A simulated world's other low-dim state (object pose...): ``/sim/observation``."""
     captures: dict[str, Capture] = field(default_factory=dict)
@@ -70,6 +73,7 @@ class RobotRuntime:
         clock: Callable[[], float] = time.monotonic,
         on_sample: Callable[[RobotSample], None] | None = None,
         on_stall: Callable[[Any], None] | None = None,
+        on_chunk_executed: Callable[[float, float, float], None] | None = None,
         arm_kwargs: dict[str, Any] | None = None,
         ee_site: str = "tcp",
     ):
@@ -80,6 +84,10 @@ class RobotRuntime:
         self.period = 1.0 / hw.control_hz
         self.cameras: dict[str, tuple[Camera, int]] = {}
         self.cmd_latency: collections.deque = collections.deque(maxlen=2000)
+        self.clock = clock
+        self.on_chunk_executed = on_chunk_executed
+        self._arrived: list[tuple[float, float]] = []  # (trajectory stamp, arrival) awaiting a tick
+        self._arrived_lock = threading.Lock()
         self.ee_site = ee_site
         self._pose: PoseSolver | None = None
         self._next_pub = -np.inf
@@ -141,6 +149,8 @@ class RobotRuntime:
 
     # -- the loop thread -------------------------------------------------------------------------
     def _on_tick(self, r: TickReport) -> None:
+        if self._arrived and r.command is not None:
+            self._report_executed(r.stamp)
         # Real arms: hand samples on at control_hz, on the loop tick nearest each publishing
         # time, not at the native loop rate. A simulated world publishes every tick.
         if r.state is None or r.stamp < self._next_pub - 0.499 / self.arm.control_hz:
@@ -149,7 +159,7 @@ class RobotRuntime:
             self._next_pub + self.period if r.stamp - self._next_pub < self.period else r.stamp + self.period
         )
         n, self._published = self._published, self._published + 1
-        sample = RobotSample(state=r.state, command=r.command)
+        sample = RobotSample(state=r.state, command=r.command, command_source=r.command_source)
         if self.world is not None:
             sample.task_state = self.world.task_state()
             self._capture_stamp = r.state.stamp
@@ -165,11 +175,33 @@ class RobotRuntime:
                 self._sample_cond.notify_all()
 
     # -- commands (any thread) ------------------------------------------------------------------
-    def submit_trajectory(self, start: float, time_from_start, points) -> bool:
-        return self.ctl.submit_trajectory(time_from_start, points, start_time=start)
+    def submit_trajectory(
+        self, start: float, time_from_start, points, stamp: float | None = None, source: str = ""
+    ) -> bool:
+        """``stamp``: the trajectory's header stamp, for the chunk trace (``on_chunk_executed``).
+        ``source``: the sender's tag (``ArmController.submit_trajectory``)."""
+        arrival = self.clock()
+        ok = self.ctl.submit_trajectory(time_from_start, points, start_time=start, source=source)
+        if ok and stamp is not None and self.on_chunk_executed is not None:
+            with self._arrived_lock:
+                self._arrived.append((stamp, arrival))
+        return ok
 
-    def submit_target(self, target) -> bool:
-        return self.ctl.submit_target(target)
+    def _report_executed(self, due: float) -> None:
+        """In the loop thread, after a tick sent a command: the newest trajectory that arrived
+        before the tick was due has now had its first action executed (reported as now, when the
+        command has gone out); older ones were superseded unexecuted (NaN). One that arrived
+        while a late tick ran counts from the next tick: conservative, never early."""
+        now = self.clock()
+        with self._arrived_lock:
+            done = [a for a in self._arrived if a[1] <= due]
+            self._arrived = [a for a in self._arrived if a[1] > due]
+        for i, (stamp, arrival) in enumerate(done):
+            executed = now if i == len(done) - 1 else float("nan")
+            self.on_chunk_executed(stamp, arrival, executed)
+
+    def submit_target(self, target, source: str = "") -> bool:
+        return self.ctl.submit_target(target, source)
 
     def submit_pose(self, position, quat_wxyz) -> bool:
         """A Cartesian target: IK to joints from the current state, then a forward command
