@@ -7,6 +7,10 @@
    of a JointTrajectory minus the capture stamp of the observation it answers: (a) an echo node
    that answers every joint state at once (no inference), (b) policy_node with a checkpoint
    (real inference, asynchronous chunking).
+3. For (b), every chunk's path stage by stage (capture, arrival, settle, queue, inference,
+   pickup, publish, transport to the robot, first action executed; robot_policy.inference.trace):
+   a table of p50/p90/p99 per stage against its budget, the trace file (JSON lines) and, with
+   --plot, a PNG of the breakdown.
 """
 
 from __future__ import annotations
@@ -46,6 +50,16 @@ def register(sub) -> None:
     p.add_argument("--skip-transport", action="store_true", help="only the graph latency")
     p.add_argument("--skip-graph", action="store_true", help="only the image transport")
     p.add_argument("--out", help="JSON path (default outputs/bench/ros.json)")
+    p.add_argument(
+        "--plot", action="store_true", help="draw the stage breakdown to ros_stages.png beside the JSON"
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="extra policy_node parameter (repeatable), e.g. --param threads:=2 to compare settings",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,7 +87,14 @@ def transport_run(profile: str | None, qos: str, frames: int, rate: float, domai
     return {"received": 0, "sent": frames}
 
 
-def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) -> dict:
+def graph_run(
+    checkpoint: str | None,
+    seconds: float,
+    domain: int,
+    log: Path,
+    trace: Path | None = None,
+    params: dict[str, str] | None = None,
+) -> dict:
     """sim_node + (policy_node | echo node); returns sim's cmd-latency and policy diagnostics."""
     from robot_policy.ros.launch_file import NodeSpec, parse_launch_file
     from robot_policy.ros.launcher import Launcher
@@ -88,6 +109,12 @@ def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) ->
     if checkpoint:
         args["checkpoint"] = checkpoint
     desc = parse_launch_file(resources.shipped_file("launch/sim.launch.xml"), args)
+    for spec in desc.nodes:
+        if spec.name == "policy":
+            if trace is not None:
+                trace.unlink(missing_ok=True)
+                spec.params["trace_file"] = str(trace.resolve())
+            spec.params.update(params or {})
     if not checkpoint:
         desc.nodes.append(
             NodeSpec(
@@ -128,10 +155,38 @@ def graph_run(checkpoint: str | None, seconds: float, domain: int, log: Path) ->
         if k in sim
     }
     row["commands"] = int(sim.get("cmd_latency_n", 0))
-    for k in ("inference_ms_p50", "inference_ms_p90", "obs_to_cmd_ms_p50", "dropped_late_actions"):
+    for k in (
+        "inference_ms_p50",
+        "inference_ms_p90",
+        "inference_ms_p99",
+        "obs_to_cmd_ms_p50",
+        "obs_to_cmd_ms_p90",
+        "obs_to_cmd_ms_p99",
+        "dropped_late_actions",
+    ):
         if k in pol:
             row[k] = float(pol[k])
+    if pol.get("over_budget"):
+        row["over_budget"] = pol["over_budget"]
+    row["load_1min"] = round(os.getloadavg()[0], 2)
     return row
+
+
+def _stages(trace: Path, plot: bool, out_dir: Path, fps: float) -> list[dict]:
+    """Per-stage table of the policy_node run's chunk trace (and its plot)."""
+    from robot_policy.console import print_table
+    from robot_policy.inference.trace import StageBudget, load, plot_stages, stage_table
+
+    if not trace.exists():
+        print(f"no chunk trace at {trace}: the policy node published nothing?")
+        return []
+    traces = load(trace)
+    rows = stage_table(traces, StageBudget().resolved(1.0 / fps))
+    print(f"chunk path by stage ({len(traces)} chunks; trace {trace}):")
+    print_table(rows, ["stage", "n", "p50_ms", "p90_ms", "p99_ms", "budget_ms"])
+    if plot and traces:
+        print(f"saved {plot_stages(traces, out_dir / 'ros_stages.png')}")
+    return rows
 
 
 def _ensure_checkpoint(path: str | None) -> str:
@@ -172,11 +227,20 @@ def run(args: argparse.Namespace) -> int:
         ckpt = _ensure_checkpoint(args.checkpoint)
         out_dir = Path(args.out).parent if args.out else Path("outputs/bench")
         out_dir.mkdir(parents=True, exist_ok=True)
+        trace = out_dir / "ros_trace.jsonl"
+        params = dict(p.split(":=", 1) for p in args.param)
         for name, cp in (("echo (no inference)", None), (f"policy_node ({ckpt})", ckpt)):
             print(f"graph: sim_node + {name}, {args.seconds:g} s")
             row = {
                 "graph": name,
-                **graph_run(cp, args.seconds, 70 + len(results["graph"]), out_dir / "ros_graph.log"),
+                **graph_run(
+                    cp,
+                    args.seconds,
+                    70 + len(results["graph"]),
+                    out_dir / "ros_graph.log",
+                    trace if cp else None,
+                    params if cp else None,
+                ),
             }
             results["graph"].append(row)
         print_table(
@@ -188,8 +252,15 @@ def run(args: argparse.Namespace) -> int:
                 "cmd_latency_ms_p90",
                 "cmd_latency_ms_p99",
                 "inference_ms_p50",
+                "inference_ms_p99",
+                "obs_to_cmd_ms_p90",
+                "obs_to_cmd_ms_p99",
+                "dropped_late_actions",
+                "load_1min",
             ],
         )
+        fps = json.loads((Path(ckpt) / "config.json").read_text()).get("fps", 20.0)
+        results["stages"] = _stages(trace, args.plot, out_dir, float(fps))
     path = save_results("ros", results, args.out)
     print(f"saved {path}")
     return 0
