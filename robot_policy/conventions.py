@@ -16,7 +16,9 @@ import re
 JOINT_STATES = "/joint_states"
 """sensor_msgs/JointState: measured arm joints + gripper opening (the recorder's master clock)."""
 JOINT_COMMANDS = "/joint_commands"
-"""sensor_msgs/JointState: the target actually sent to the arm, after the safety layer."""
+"""sensor_msgs/JointState: the target actually sent to the arm, after the safety layer. Its header
+``frame_id`` is the sender's tag of the command in force (a trajectory's header ``frame_id``, a
+forward command's layout label; "" when untagged): the arbiter's record of who commanded."""
 TRAJECTORY = "/joint_trajectory_controller/joint_trajectory"
 """trajectory_msgs/JointTrajectory: action chunks, one point per action."""
 FORWARD_COMMANDS = "/forward_position_controller/commands"
@@ -37,6 +39,11 @@ ARBITER_STEP = "/arbiter/step"
 """sensor_msgs/JointState named ``key/i`` (like ``/sim/observation``), one per executed step,
 stamped with the recorder frame it belongs to: ``intervention``, ``policy_action``, ``source``,
 ``interventions``."""
+
+ROBOT_CHUNK_TRACE = "/robot/chunk_trace"
+"""sensor_msgs/JointState, one per received trajectory: header stamp = the trajectory's (the capture
+time it answers), names ``robot_arrival``, ``first_exec``, positions = their graph-clock seconds
+(NaN when superseded before a tick used it). The policy node completes its chunk traces with it."""
 
 
 def color_topic(camera: str) -> str:

@@ -49,6 +49,16 @@ def test_demo_runs_one_episode_through_the_graph(tmp_path, capsys):
     diag = report["eval"]["policy_diagnostics"]
     assert int(diag["inferences"]) > 0 and int(diag["chunks_published"]) > 0 and int(diag["errors"]) == 0
     assert float(diag["inference_ms_p50"]) > 0
+    # Every published chunk was traced from the camera to the arm (the robot reported it back),
+    # its stage stamps in order, each stage measured.
+    published = int(diag["chunks_published"])
+    assert int(diag["traced_chunks"]) + int(diag["pending_chunks"]) == published
+    assert int(diag["traced_chunks"]) >= published - 2 and int(diag["untraced_chunks"]) == 0
+    assert int(diag["nonmonotone_chunks"]) == 0, diag["last_nonmonotone"]
+    from robot_policy.inference.trace import STAGES
+
+    for stage in STAGES:
+        assert float(diag[f"stage_ms/{stage}_p50"]) >= 0.0
     assert (out / "eval.png").stat().st_size > 0
 
     # The evaluation episode was recorded, and the policy's chunks reached the simulated arm.

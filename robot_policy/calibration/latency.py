@@ -137,6 +137,58 @@ def camera_latency_from_folder(folder: str | Path, display_hz: float | None = No
 
 
 # -- arm -------------------------------------------------------------------------------------
+@dataclass
+class ExcitationConfig:
+    """The motion commanded to measure an arm's latency live (``calibrate latency --live``): a sum
+    of sines on one joint around where the arm stands, faded in and out so it starts and ends at rest."""
+
+    joint: str = ""
+    """Joint to move (a name of the hardware config); empty: the last arm joint (a wrist joint:
+    the least mass in motion, the least room needed)."""
+    amplitude_deg: float = 3.0
+    """Peak excursion (degrees)."""
+    freqs_hz: list[float] = field(default_factory=lambda: [0.3, 0.7, 1.3, 2.1])
+    """Frequencies of the sines (Hz); several, so the correlation has one clear peak."""
+    duration_s: float = 8.0
+    """Length of the motion (s); at least 4 x the longest latency searched."""
+    ramp_s: float = 1.0
+    """Fade-in and fade-out (s) at both ends."""
+    rate_hz: float = 100.0
+    """Points per second of the commanded trajectory (the controller interpolates between them)."""
+
+    def __post_init__(self):
+        if not 0.0 < self.amplitude_deg <= 20.0:
+            raise ValueError(f"excitation: amplitude_deg must be in (0, 20], got {self.amplitude_deg}")
+        if not self.freqs_hz or min(self.freqs_hz) <= 0:
+            raise ValueError(f"excitation: freqs_hz must be positive frequencies, got {self.freqs_hz}")
+        if self.duration_s < 2 * self.ramp_s + 1.0 or self.ramp_s < 0 or self.rate_hz <= 0:
+            raise ValueError(
+                f"excitation: need duration_s >= 2 ramp_s + 1 and rate_hz > 0, got duration_s "
+                f"{self.duration_s}, ramp_s {self.ramp_s}, rate_hz {self.rate_hz}"
+            )
+
+    def offsets(self, t) -> np.ndarray:
+        """Joint offset (rad) at times ``t`` (s from the start): peak ``amplitude_deg``."""
+        t = np.asarray(t, dtype=np.float64)
+        grid = np.arange(0.0, self.duration_s, 0.001)
+        return np.interp(t, grid, self._raw(grid) * (np.radians(self.amplitude_deg) / self._peak()))
+
+    def peak_velocity(self) -> float:
+        """Largest joint speed of the motion (rad/s)."""
+        grid = np.arange(0.0, self.duration_s, 0.001)
+        return float(np.abs(np.gradient(self.offsets(grid), grid)).max())
+
+    def _raw(self, t: np.ndarray) -> np.ndarray:
+        y = sum(np.sin(2 * np.pi * f * t + 1.3 * k) / (k + 1) for k, f in enumerate(self.freqs_hz))
+        if self.ramp_s > 0:
+            fade = np.clip(np.minimum(t, self.duration_s - t) / self.ramp_s, 0.0, 1.0)
+            y = y * (0.5 - 0.5 * np.cos(np.pi * fade))
+        return y
+
+    def _peak(self) -> float:
+        return float(np.abs(self._raw(np.arange(0.0, self.duration_s, 0.001))).max())
+
+
 def _as_trace(t, q, what: str) -> tuple[np.ndarray, np.ndarray]:
     t = np.asarray(t, dtype=np.float64).reshape(-1)
     q = np.asarray(q, dtype=np.float64)

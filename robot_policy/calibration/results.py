@@ -49,15 +49,16 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars, tuples and paths turned into JSON types."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -67,7 +68,7 @@ def write_result(path: str | Path, kind: str, body: dict[str, Any]) -> Path:
     """Write ``body`` plus ``kind``, ``date`` and ``software`` as JSON (atomically); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"kind": kind, "date": now_iso(), **_jsonable(body), "software": software_versions()}
+    doc = {"kind": kind, "date": now_iso(), **jsonable(body), "software": software_versions()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)

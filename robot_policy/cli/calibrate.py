@@ -1,4 +1,5 @@
-"""``robot-policy calibrate ...``: board printing, intrinsics, hand-eye and latency, offline from saved data."""
+"""``robot-policy calibrate ...``: board printing, intrinsics, hand-eye and latency, offline from saved
+data; the guided capture and live arm latency (which drive the arm) are in ``_calibrate_live``."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def register(sub) -> None:
     group = add_group(
         sub,
         "calibrate",
-        help="camera intrinsics, hand-eye extrinsics and latencies from saved images and traces",
-        description="Calibrate cameras and measure latencies offline, from images and traces saved "
-        "beforehand. Typical order: print a board, take 15-30 sharp views of it per camera "
-        "(intrinsics), then views with the arm pose saved beside each image (hand-eye), then "
-        "latencies. " + RESULTS,
+        help="camera intrinsics, hand-eye extrinsics and latencies (offline, or driving the arm)",
+        description="Calibrate cameras and measure latencies, offline from images and traces saved "
+        "beforehand or live: 'capture' moves the arm through poses and calibrates hand-eye (and "
+        "intrinsics), 'latency --live' excites a joint to measure the arm's latency. Typical order: "
+        "print a board, take 15-30 sharp views of it per camera (intrinsics), then views with the "
+        "arm pose saved beside each image (hand-eye, or 'capture' does both), then latencies. " + RESULTS,
     )
 
     p = add_command(
@@ -108,9 +110,27 @@ def register(sub) -> None:
         "aligns them (cross-correlation). Results are merged into the output file, so camera and arm "
         "can be measured separately into one latency.json.",
         epilog="examples:\n  robot-policy calibrate latency --arm traces.json --setup panda\n"
+        "  robot-policy calibrate latency --live --hardware fr3_sim\n"
         "  robot-policy calibrate latency --camera-frames shots/qr --camera wrist --display-hz 60 --setup panda",
     )
     p.add_argument("--arm", help="arm trace JSON (commanded and measured joint positions with stamps)")
+    live = p.add_argument_group("live arm latency (--live: drives the arm)")
+    live.add_argument(
+        "--live",
+        action="store_true",
+        help="command a small sum of sines on one joint of --hardware's arm through the controller, "
+        "record commanded and measured joints and estimate the latency from them",
+    )
+    live.add_argument("--hardware", help="robot setup for --live: hardware/NAME.yaml or a path")
+    live.add_argument("--joint", default="", help="joint to excite (default: the last arm joint)")
+    live.add_argument(
+        "--amplitude-deg", type=float, default=3.0, help="peak excursion of the joint (degrees; default 3)"
+    )
+    live.add_argument("--duration", type=float, default=8.0, help="length of the motion (s; default 8)")
+    live.add_argument(
+        "--traces-out",
+        help="also save the recorded traces here (the --arm format; default: calibration/<setup>/arm_traces.json)",
+    )
     p.add_argument("--camera-frames", help="folder of QR-clock images plus stamps.json")
     p.add_argument(
         "--display-hz",
@@ -121,6 +141,10 @@ def register(sub) -> None:
     p.add_argument("--max-lag", type=float, default=0.5, help="longest arm latency searched (s; default 0.5)")
     _out_args(p)
     p.set_defaults(func=_latency)
+
+    from robot_policy.cli._calibrate_live import register_capture
+
+    register_capture(group, _detection_args)
 
     p = add_command(
         group,
@@ -288,9 +312,25 @@ def _latency(args) -> int:
     from robot_policy.calibration.intrinsics import CalibrationError
     from robot_policy.calibration.latency import arm_latency, camera_latency_from_folder, load_traces
     from robot_policy.calibration.results import write_result
+    from robot_policy.config import ConfigError
 
-    if not args.arm and not args.camera_frames:
-        raise SystemExit("calibrate latency: give --arm TRACES.json and/or --camera-frames DIR")
+    if not args.arm and not args.camera_frames and not args.live:
+        raise SystemExit(
+            "calibrate latency: give --arm TRACES.json, --live --hardware NAME and/or --camera-frames DIR"
+        )
+    if args.live and args.arm:
+        raise SystemExit("calibrate latency: --live measures the arm; give it or --arm, not both")
+    if args.live and not args.hardware:
+        raise SystemExit("calibrate latency --live: give --hardware NAME (the robot setup whose arm to move)")
+    if args.live and not (args.out or args.setup):
+        from robot_policy.hardware.config import load_hardware_config
+
+        try:
+            args.setup = load_hardware_config(args.hardware).name
+        except ConfigError as e:
+            return _fail(e)
+    if args.live and not args.traces_out:
+        args.traces_out = str(_out_path(args, "latency").with_name("arm_traces.json"))
     out = _out_path(args, "latency")
     doc = {}
     if out.is_file():
@@ -305,13 +345,17 @@ def _latency(args) -> int:
             )
             doc["arm"] = {**r.to_json(), "data": str(args.arm)}
             rows.append({"what": "arm", "latency_ms": r.latency_s * 1000, "samples": r.samples})
+        if args.live:
+            from robot_policy.cli._calibrate_live import live_latency
+
+            rows.append(live_latency(args, doc))
         if args.camera_frames:
             r = camera_latency_from_folder(args.camera_frames, args.display_hz)
             doc.setdefault("cameras", {})[args.camera] = {**r.to_json(), "data": str(args.camera_frames)}
             rows.append(
                 {"what": f"camera {args.camera}", "latency_ms": r.latency_s * 1000, "samples": r.samples}
             )
-    except (CalibrationError, ValueError) as e:
+    except (CalibrationError, ConfigError, ValueError, RuntimeError) as e:
         return _fail(e)
     write_result(out, "latency", doc)
     print_table(rows)

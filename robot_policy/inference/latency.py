@@ -104,3 +104,95 @@ class LatencyEstimator:
             "mean": float(a.mean()),
             "estimate": self.estimate(),
         }
+
+
+# -- seeding from calibration -------------------------------------------------------------------
+LATENCY_FILE = "latency.json"
+"""Written by ``robot-policy calibrate latency`` into ``calibration/<setup>/``."""
+
+
+@dataclass(frozen=True)
+class LatencySeed:
+    """The starting latency estimate taken from a setup's calibrated latencies.
+
+    Before the first inference has been timed, the scheduler plans with ``initial``; the
+    calibrated camera latency (capture to host) plus arm latency (command to motion) is the
+    measured part of the loop's delay, a better start than 0. Measured inference latencies
+    replace it as they arrive (the window holds measurements only).
+    """
+
+    seconds: float
+    """The seed: ``arm_s`` + ``camera_s`` (each 0 when not calibrated or not usable)."""
+    arm_s: float
+    """Calibrated arm latency used (s)."""
+    camera_s: float
+    """Largest calibrated latency among the cameras the policy uses (s)."""
+    camera: str
+    """Which camera that is ('' when none)."""
+    source: str
+    """The file it came from."""
+    notes: tuple[str, ...] = ()
+    """Entries skipped and why (a negative latency: stamps not on one clock)."""
+
+    def apply(self, cfg: LatencyConfig) -> LatencyConfig:
+        """``cfg`` starting from this seed."""
+        return LatencyConfig(window=cfg.window, percentile=cfg.percentile, initial=self.seconds)
+
+    def describe(self) -> str:
+        parts = [f"arm {self.arm_s * 1e3:.1f} ms"]
+        if self.camera:
+            parts.append(f"camera {self.camera} {self.camera_s * 1e3:.1f} ms")
+        return f"{self.seconds * 1e3:.1f} ms ({' + '.join(parts)}) from {self.source}"
+
+
+def _entry_latency(entry, what: str, notes: list[str]) -> float:
+    value = entry.get("latency_s") if isinstance(entry, dict) else None
+    if value is None or not math.isfinite(float(value)):
+        notes.append(f"{what}: no latency_s")
+        return 0.0
+    if float(value) < 0:
+        notes.append(f"{what}: negative latency {float(value):.4f} s (stamps not on one clock), ignored")
+        return 0.0
+    return float(value)
+
+
+def latency_seed(path, cameras=None) -> LatencySeed | None:
+    """The seed from a ``latency.json`` (None when the file does not exist). ``cameras``: names of
+    the cameras the policy reads (None: every camera in the file); the slowest one counts, since
+    an observation is as old as its oldest input."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"latency calibration {path} cannot be read: {e}") from None
+    if doc.get("kind", "latency") != "latency":
+        raise ValueError(f"{path}: kind is {doc.get('kind')!r}, expected 'latency'")
+    notes: list[str] = []
+    arm = _entry_latency(doc["arm"], "arm", notes) if "arm" in doc else 0.0
+    cams = doc.get("cameras") or {}
+    wanted = list(cams) if cameras is None else [c for c in cameras if c in cams]
+    per_camera = {c: _entry_latency(cams[c], f"camera {c}", notes) for c in wanted}
+    camera = max(per_camera, key=per_camera.get, default="")
+    cam_s = per_camera.get(camera, 0.0)
+    return LatencySeed(arm + cam_s, arm, cam_s, camera, str(path), tuple(notes))
+
+
+def seed_for_setup(folder, setup: str, cameras=None) -> tuple[LatencySeed | None, str]:
+    """The seed of robot setup ``setup`` from ``<folder>/<setup>/latency.json`` and a one-line
+    description for logs and ``/diagnostics`` (why there is none, when there is none).
+    ``folder`` empty or None: seeding is off."""
+    from pathlib import Path
+
+    if not folder:
+        return None, "off (no calibration folder)"
+    path = Path(folder) / setup / LATENCY_FILE
+    seed = latency_seed(path, cameras)
+    if seed is None:
+        return None, f"none: {path} does not exist (robot-policy calibrate latency --setup {setup})"
+    text = seed.describe() + "".join(f"; {n}" for n in seed.notes)
+    return seed, text

@@ -130,7 +130,8 @@ class ChunkScheduler:
             raise ValueError(f"ChunkScheduler: dt (control period, seconds) must be > 0, got {dt}")
         self.cfg = cfg
         self.dt = float(dt)
-        self.latency = estimator or LatencyEstimator.from_config(cfg.latency)
+        # Not `estimator or ...`: an estimator with no measurements yet has len() 0, so is falsy.
+        self.latency = estimator if estimator is not None else LatencyEstimator.from_config(cfg.latency)
         self.reset()
 
     # ------------------------------------------------------------------ state

@@ -9,6 +9,7 @@ whose time has passed. Reports inference latency, observation age and input rate
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -95,15 +96,34 @@ class PolicyNode(Node):
                 f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
                 f"'{self.hw.name}' takes {self.hw.command_dim} ({self.hw.command_names})"
             )
+        from robot_policy.config import field_docs
+        from robot_policy.inference.trace import StageBudget
+
+        docs = field_docs(StageBudget)
+        budget = StageBudget(
+            **{
+                f.name: float(
+                    declare(self, f"budget_{f.name}_ms", 0.0, docs.get(f.name, "") + " (0: default)")
+                )
+                for f in dataclasses.fields(StageBudget)
+            }
+        )
+        trace_file = declare(
+            self, "trace_file", "", "append every chunk's stage timestamps here (JSON lines; empty: none)"
+        )
         self._wake = threading.Event()
+        self._trace_lock = threading.Lock()
+        sched_cfg = self._seed_latency(serving.scheduler_for(policy.config.n_action_steps), policy.config)
         self.runner = PolicyRunner(
             policy,
             num_steps=serving.engine.num_steps or None,
             max_obs_age=max_age,
-            sched_cfg=serving.scheduler_for(policy.config.n_action_steps),
+            sched_cfg=sched_cfg,
             clock=lambda: now_s(self),
             on_ready=self._wake.set,
             use_prior=serving.use_prior,
+            budget=budget,
+            trace_file=trace_file or None,
         )
         self.active = bool(self.autostart)
         keys = self.runner.keys
@@ -126,6 +146,8 @@ class PolicyNode(Node):
             self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, SENSOR_QOS)
         # Told when a human takes over or lets go: the arbiter dropped the plan, so drop it here too.
         self.create_subscription(Bool, conv.TELEOP_INTERVENTION, self._on_intervention, COMMAND_QOS)
+        # The robot reports when each chunk arrived and first ran: the end of the chunk trace.
+        self.create_subscription(JointState, conv.ROBOT_CHUNK_TRACE, self._on_robot_trace, 50)
         self.create_service(Trigger, conv.POLICY_RESET, self._srv_reset)
         self.create_service(Trigger, conv.POLICY_PAUSE, self._srv_pause)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -145,6 +167,26 @@ class PolicyNode(Node):
             + (", RTC" if serving.scheduler.rtc else "")
         )
 
+    def _seed_latency(self, sched_cfg, policy_cfg):
+        """Start the latency estimate from ``calibration/<setup>/latency.json`` (camera + arm
+        latency, ``robot-policy calibrate latency``) when it exists; reported on /diagnostics."""
+        from dataclasses import replace
+
+        from robot_policy.inference.latency import seed_for_setup
+
+        folder = declare(
+            self,
+            "calibration",
+            "calibration",
+            "calibration folder: <folder>/<setup>/latency.json (calibrate latency) seeds the latency "
+            "estimate with the calibrated camera + arm latency until inferences are timed; empty: no seed",
+        )
+        cams = [conv.camera_of(k) for k in policy_cfg.image_keys]
+        seed, self.latency_seed_text = seed_for_setup(folder, self.hw.name, cams)
+        self.latency_seed_ms = "none" if seed is None else f"{seed.seconds * 1e3:.1f}"
+        self.get_logger().info(f"latency estimate seed: {self.latency_seed_text}")
+        return sched_cfg if seed is None else replace(sched_cfg, latency=seed.apply(sched_cfg.latency))
+
     def _on_js(self, msg):
         try:
             vals = convert.joint_state_to_obs(msg, self.hw.joint_names, self.hw.gripper_joint)
@@ -155,6 +197,12 @@ class PolicyNode(Node):
         for k, v in vals.items():
             self.runner.buffer.add(k, t, v)
         self._wake.set()  # tick on fresh inputs: inference starts from the newest capture
+
+    def _on_robot_trace(self, msg: JointState) -> None:
+        if list(msg.name) != ["robot_arrival", "first_exec"]:
+            return
+        with self._trace_lock:
+            self.runner.traces.robot_report(convert.from_time(msg.header.stamp), *msg.position)
 
     def _on_state(self, msg):
         t = convert.from_time(msg.header.stamp)
@@ -208,8 +256,14 @@ class PolicyNode(Node):
                 now = now_s(self)
                 plan = self.runner.tick(now)
                 if plan is not None:
+                    trace = self.runner.last_trace
                     msg = convert.chunk_to_trajectory(plan, self.hw.command_names, now, origin=plan.obs_stamp)
+                    # Stamped as the call starts: over shared memory the robot can have the
+                    # message before publish() returns. The call itself counts as transport.
+                    trace.publish = now_s(self)
                     self.pub_traj.publish(msg)
+                    with self._trace_lock:
+                        self.runner.traces.published(trace)
             if time.monotonic() >= next_t:
                 next_t += dt
                 if time.monotonic() - next_t > dt:
@@ -218,15 +272,32 @@ class PolicyNode(Node):
             self._wake.clear()
 
     def _publish_diagnostics(self) -> None:
-        values = self.runner.diagnostics(now_s(self))
+        with self._trace_lock:
+            values = self.runner.diagnostics(now_s(self))
+            over = self.runner.traces.over_budget()
         st = DiagnosticStatus(name="policy: inference", hardware_id=self.hw.name)
         stale = self.runner.stats.stale_skips
         st.level = (
-            DiagnosticStatus.WARN if values["last_stale"] or values["last_error"] else DiagnosticStatus.OK
+            DiagnosticStatus.WARN
+            if values["last_stale"] or values["last_error"] or over
+            else DiagnosticStatus.OK
         )
         st.message = "active" if self.active else "paused"
         if stale:
             st.message += f"; {stale} inferences skipped for stale inputs"
+        if int(values["nonmonotone_chunks"]):
+            st.level = DiagnosticStatus.WARN
+            st.message += (
+                f"; {values['nonmonotone_chunks']} chunk traces run backwards in time: "
+                "are the robot's and this machine's clocks synchronized (chrony/PTP)?"
+            )
+        if over:
+            st.message += "; over budget (p99): " + ", ".join(
+                f"{name} {ms:.0f} > {b:.0f} ms" for name, (ms, b) in over.items()
+            )
+        values["over_budget"] = ",".join(over)
+        values["latency_seed_ms"] = self.latency_seed_ms
+        values["latency_seed"] = self.latency_seed_text
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[st])
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -236,6 +307,7 @@ class PolicyNode(Node):
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=3.0)
+        self.runner.traces.close()
 
 
 def main() -> int:

@@ -83,6 +83,7 @@ class RobotNode(Node):
         self.pub_js = self.create_publisher(JointState, conv.JOINT_STATES, SENSOR_QOS)
         self.pub_cmd = self.create_publisher(JointState, conv.JOINT_COMMANDS, SENSOR_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, conv.DIAGNOSTICS, 10)
+        self.pub_trace = self.create_publisher(JointState, conv.ROBOT_CHUNK_TRACE, 50)
         self.pub_img, self.pub_info, self.fovy = {}, {}, {}
         simulated = self.hw.simulated
         if simulated:
@@ -104,6 +105,7 @@ class RobotNode(Node):
             clock=lambda: now_s(self),
             on_sample=self._publish,
             on_stall=self._on_stall,
+            on_chunk_executed=self._publish_chunk_trace,
             arm_kwargs=kwargs,
             ee_site=ee_site,
         )
@@ -148,10 +150,17 @@ class RobotNode(Node):
         except ValueError as e:
             self.rt.reject(str(e))
             return
-        self.rt.submit_trajectory(start, tfs, pts)
+        self.rt.submit_trajectory(
+            start, tfs, pts, stamp=stamp if stamp > 0 else None, source=msg.header.frame_id
+        )
+
+    def _publish_chunk_trace(self, stamp: float, arrival: float, executed: float) -> None:
+        msg = JointState(name=["robot_arrival", "first_exec"], position=[arrival, executed])
+        msg.header.stamp = convert.to_time(stamp)
+        self.pub_trace.publish(msg)
 
     def _on_fwd(self, msg: Float64MultiArray) -> None:
-        self.rt.submit_target(np.asarray(msg.data, dtype=np.float64))
+        self.rt.submit_target(np.asarray(msg.data, dtype=np.float64), convert.forward_source(msg))
 
     def _on_pose(self, msg: PoseStamped) -> None:
         if msg.header.frame_id not in self.target_frames:
@@ -199,7 +208,9 @@ class RobotNode(Node):
     def _publish_sample(self, s) -> None:
         self.pub_js.publish(convert.joint_state_to_msg(s.state))
         if s.command is not None:
-            self.pub_cmd.publish(convert.joint_state_to_msg(s.command))
+            cmd = convert.joint_state_to_msg(s.command)
+            cmd.header.frame_id = s.command_source  # the sender's tag of the command in force
+            self.pub_cmd.publish(cmd)
         if s.task_state is not None:
             self.pub_obs.publish(convert.obs_to_named_vector(s.task_state, s.state.stamp))
         for name, cap in s.captures.items():

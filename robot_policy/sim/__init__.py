@@ -36,6 +36,13 @@ class TaskEntry(NamedTuple):
 # The one table of tasks: TASKS, EXPERTS, task_class and the gymnasium ids derive from it.
 TASK_TABLE: dict[str, TaskEntry] = {
     "tabletop": TaskEntry("robot_policy.sim.tabletop:TabletopEnv", "robot_policy.sim.experts:LiftExpert"),
+    # The tabletop with a ChArUco board on the table / in the hand: hand-eye calibration in simulation.
+    "tabletop_board": TaskEntry(
+        "robot_policy.sim.board_tabletop:BoardTabletopEnv", "robot_policy.sim.experts:LiftExpert"
+    ),
+    "tabletop_held_board": TaskEntry(
+        "robot_policy.sim.board_tabletop:HeldBoardTabletopEnv", "robot_policy.sim.experts:LiftExpert"
+    ),
     "lift": TaskEntry("robot_policy.sim.robosuite_tasks:LiftEnv", "robot_policy.sim.experts:LiftExpert"),
     "stack": TaskEntry("robot_policy.sim.robosuite_tasks:StackEnv", "robot_policy.sim.experts:StackExpert"),
     "pick_place_can": TaskEntry(

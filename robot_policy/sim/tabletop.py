@@ -30,8 +30,12 @@ class TabletopEnv(SimEnv):
     render_camera = "agentview"
     robot_name = "sim_tabletop"  # hardware/sim_tabletop.yaml
 
+    def _load_model(self) -> mujoco.MjModel:
+        """The compiled scene; variants (a calibration board on the table) override it."""
+        return mujoco.MjModel.from_xml_path(str(resources.shipped_file("sim/tabletop.xml")))
+
     def _build(self) -> None:
-        self.model = mujoco.MjModel.from_xml_path(str(resources.shipped_file("sim/tabletop.xml")))
+        self.model = self._load_model()
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.joint_names = tuple(f"panda_joint{i}" for i in range(1, 8))
