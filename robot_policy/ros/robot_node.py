@@ -106,6 +106,7 @@ class RobotNode(Node):
             on_sample=self._publish,
             on_stall=self._on_stall,
             on_chunk_executed=self._publish_chunk_trace,
+            on_captures=self._publish_captures,
             arm_kwargs=kwargs,
             ee_site=ee_site,
         )
@@ -205,8 +206,14 @@ class RobotNode(Node):
             self.exit_code = 1
             self.context.try_shutdown()
 
+    def _publish_captures(self, captures) -> None:
+        from robot_policy.runtime.robot import RobotSample
+
+        self._publish(RobotSample(state=None, command=None, captures=captures))
+
     def _publish_sample(self, s) -> None:
-        self.pub_js.publish(convert.joint_state_to_msg(s.state))
+        if s.state is not None:
+            self.pub_js.publish(convert.joint_state_to_msg(s.state))
         if s.command is not None:
             cmd = convert.joint_state_to_msg(s.command)
             cmd.header.frame_id = s.command_source  # the sender's tag of the command in force

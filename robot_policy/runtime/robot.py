@@ -74,6 +74,7 @@ class RobotRuntime:
         on_sample: Callable[[RobotSample], None] | None = None,
         on_stall: Callable[[Any], None] | None = None,
         on_chunk_executed: Callable[[float, float, float], None] | None = None,
+        on_captures: Callable[[dict[str, Capture]], None] | None = None,
         arm_kwargs: dict[str, Any] | None = None,
         ee_site: str = "tcp",
     ):
@@ -86,6 +87,9 @@ class RobotRuntime:
         self.cmd_latency: collections.deque = collections.deque(maxlen=2000)
         self.clock = clock
         self.on_chunk_executed = on_chunk_executed
+        self.on_captures = on_captures
+        """Given, a simulated world's camera captures are handed on separately, after the
+        state sample (``on_sample``) of the same tick; else they ride in ``RobotSample.captures``."""
         self._arrived: list[tuple[float, float]] = []  # (trajectory stamp, arrival) awaiting a tick
         self._arrived_lock = threading.Lock()
         self.ee_site = ee_site
@@ -160,15 +164,23 @@ class RobotRuntime:
         )
         n, self._published = self._published, self._published + 1
         sample = RobotSample(state=r.state, command=r.command, command_source=r.command_source)
+        due = []
         if self.world is not None:
             sample.task_state = self.world.task_state()
             self._capture_stamp = r.state.stamp
-            sample.captures = {
-                name: cam.read() for name, (cam, every) in self.cameras.items() if n % every == 0
-            }
+            due = [(name, cam) for name, (cam, every) in self.cameras.items() if n % every == 0]
         try:
-            if self.on_sample is not None:
-                self.on_sample(sample)
+            if self.on_captures is not None:
+                # The state goes out before the cameras render (several ms for two cameras):
+                # a state-only consumer does not wait for pixels it does not use.
+                if self.on_sample is not None:
+                    self.on_sample(sample)
+                if due:
+                    self.on_captures({name: cam.read() for name, cam in due})
+            else:
+                sample.captures = {name: cam.read() for name, cam in due}
+                if self.on_sample is not None:
+                    self.on_sample(sample)
         finally:
             with self._sample_cond:
                 self._handed_on += 1
