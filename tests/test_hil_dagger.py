@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from robot_policy.hil.dagger import DaggerConfig, run_dagger, segments
+from robot_policy.hil.dagger import DaggerConfig, round_train_steps, run_dagger, segments
 
 
 def test_segments_are_the_runs_of_intervention():
@@ -15,6 +15,13 @@ def test_segments_are_the_runs_of_intervention():
     assert segments(flags, 1) == [(1, 4), (6, 7), (8, 12)]
     assert segments(flags, 3) == [(1, 4), (8, 12)]
     assert segments(np.zeros(5, bool), 1) == []
+
+
+def test_every_round_makes_the_same_passes_over_its_data():
+    cfg = DaggerConfig(train_steps=2500, batch_size=64, min_epochs=100)
+    assert round_train_steps(cfg, 602) == 2500  # the floor
+    assert round_train_steps(cfg, 3319) == 5186  # a 5x larger aggregate is not under-trained
+    assert round_train_steps(DaggerConfig(train_steps=2500, min_epochs=0), 3319) == 2500
 
 
 def test_dagger_smoke_round_trains_on_demos_plus_corrections(tmp_path):
@@ -27,11 +34,12 @@ def test_dagger_smoke_round_trains_on_demos_plus_corrections(tmp_path):
         corrections=2,
         eval_episodes=1,
         train_steps=10,
+        min_epochs=0.0,
         batch_size=16,
     )
     lines: list[str] = []
     results = run_dagger(cfg, log=lines.append)
-    assert [r.round for r in results] == [0, 1]
+    assert [r.round for r in results] == [0, 1] and [r.train_steps for r in results] == [10, 10]
     summary = json.loads((tmp_path / "dg" / "dagger.json").read_text())
     assert len(summary["rounds"]) == 2 and summary["rounds"][1]["ci95"][0] <= summary["rounds"][1]["ci95"][1]
     assert any(line.startswith("round 1: success") and "interventions per rollout" in line for line in lines)

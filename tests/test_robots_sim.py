@@ -76,6 +76,43 @@ def test_controller_runs_the_world_in_its_thread_on_a_fixed_grid():
     assert np.all(lag >= 0) and np.all(lag <= 0.25 / hw.control_hz + 1e-9)
 
 
+def test_grid_and_command_tags_on_a_clock_read_across_delays():
+    """robot_node's clock is ROS time read through rclpy: a GIL switch or a preemption can fall
+    between that read and the loop's monotonic read. The commands stay exactly one period apart
+    on that clock anyway (the safety layer rate-limits over that interval, the recorder pairs by
+    those stamps), and each tick reports the sender's tag of the command in force."""
+    hw = load_hardware_config("sim_tabletop")
+    rng = np.random.default_rng(0)
+    lock = threading.Lock()
+
+    def clock():
+        t = time.monotonic() + 1.8e9
+        with lock:
+            delay = rng.uniform(0.0, 0.003) if rng.random() < 0.3 else 0.0
+        time.sleep(delay)  # the value is returned late, as after a GIL switch
+        return t
+
+    reports = []
+    with ArmController(make_arm(hw), clock=clock, on_tick=reports.append) as ctl:
+        q0 = ctl.wait_for_state(WAIT).position.copy()
+        assert ctl.submit_target(q0, source="arbiter:human:1")
+        wait_until(
+            lambda: reports and reports[-1].command_source == "arbiter:human:1", "the forward command's tag"
+        )
+        target = q0.copy()
+        target[0] += 0.05
+        assert ctl.submit_trajectory([0.1], [target], source="arbiter:policy:2")
+        wait_until(lambda: reports[-1].command_source == "arbiter:policy:2", "the trajectory's tag")
+        wait_until(lambda: len(reports) > 60, "ticks")
+        ctl.call_in_loop(ctl.arm.world.reset, rearm=True)
+        wait_until(
+            lambda: reports[-1].command is not None and reports[-1].command_source == "", "an untagged hold"
+        )
+    stamps = np.array([r.stamp for r in reports if r.command is not None])
+    # After the first reads (the estimate starts from one read's bound), exactly one period.
+    np.testing.assert_allclose(np.diff(stamps[10:]), 1.0 / hw.control_hz, atol=1e-6)
+
+
 def test_estop_holds_the_simulated_arm_while_the_world_keeps_stepping():
     hw = load_hardware_config("sim_tabletop")
     with ArmController(make_arm(hw)) as ctl:

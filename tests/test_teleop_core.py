@@ -132,6 +132,47 @@ def test_records_mark_exactly_the_steps_executed_under_human_control():
     assert a.counts.interventions == 1 and a.counts.intervention_steps == 3
 
 
+def test_records_follow_the_robots_echo_of_the_command_in_force():
+    """The robot reports which command each executed step came from (the tag the arbiter sent
+    with it); a takeover that reached the robot a tick late, or a tick early by the arbiter's
+    clock, is recorded on the tick that really executed it."""
+    a = Arbiter(HW)  # command_latency_s: only for robots that echo no tag
+    t = 100.0
+    first = a.policy_chunk(t, *_chunk(HOME, n=20), now=t)
+    assert first.tag.startswith("arbiter:policy:")
+    a.state(t + 0.001, t + 0.002)
+    rec = a.executed(_cmd(HOME), t + DT, first.tag)
+    assert not rec.intervention and rec.source == Source.POLICY
+    # The human takes over 40 ms before the next tick, but the forward command reaches the robot
+    # after it: that tick still executed the policy's chunk (its plan is the proposal).
+    a.state(t + DT + 0.001, t + DT + 0.002)
+    fwd = a.teleop(_cmd(HOME - 0.1), True, now=t + DT + 0.01)
+    assert fwd.tag.startswith("arbiter:human:") and fwd.tag != first.tag
+    rec = a.executed(_cmd(HOME), t + 2 * DT, first.tag)
+    assert not rec.intervention and rec.source == Source.POLICY
+    np.testing.assert_allclose(rec.policy_action[0], HOME[0] + 0.02, atol=1e-9)
+    # The next tick ran the human's command.
+    a.state(t + 2 * DT + 0.001, t + 2 * DT + 0.002)
+    later = a.policy_chunk(t + 2 * DT + 0.001, *_chunk(HOME, n=20, step=0.05), now=t + 2 * DT + 0.01)
+    assert later is None  # a shadow proposal
+    rec = a.executed(_cmd(HOME - 0.1), t + 3 * DT, fwd.tag)
+    assert rec.intervention and rec.source == Source.HUMAN
+    # The proposal of a human step: the newest plan the arbiter had by then (the shadow chunk).
+    np.testing.assert_allclose(rec.policy_action[0], HOME[0] + 0.05, atol=1e-9)
+    assert a.counts.intervention_steps == 1 and a.echoed_steps == 3 and a.timed_steps == 0
+    # The release decided just before a tick (within command_latency_s) but delivered in time:
+    # timing alone would call that tick the human's; the robot says it ran the handback hold.
+    a.state(t + 3 * DT + 0.001, t + 3 * DT + 0.002)
+    hold = a.teleop(None, False, now=t + 4 * DT - 0.001)
+    assert a.source_at(t + 4 * DT) == Source.HUMAN  # the timing estimate
+    rec = a.executed(hold.target, t + 4 * DT, hold.tag)
+    assert not rec.intervention and rec.source == Source.HANDBACK
+    # An unknown or missing tag (a robot that does not echo): the timing estimate.
+    rec = a.executed(hold.target, t + 4 * DT + 0.001, "")
+    assert rec.source == Source.HANDBACK and a.timed_steps == 1
+    assert a.status(t + 5 * DT)["steps_by_echo"] == 4
+
+
 def test_handback_waits_for_a_fresh_chunk_and_rate_limits_it():
     cfg = ArbiterConfig(handback_speed=0.5)
     a = Arbiter(HW, cfg)

@@ -9,7 +9,8 @@ from robot_policy.console import add_command
 
 EPILOG = """\
 examples:
-  robot-policy dagger --out outputs/dagger                         # 8 demos, 3 rounds (tens of minutes on CPU)
+  robot-policy dagger --out outputs/dagger                         # 8 demos, 3 rounds (about 20 min on 2 CPU cores)
+  robot-policy dagger --demos 8 --rounds 4 --eval-episodes 100 --train-steps 2500   # docs/results.md
   robot-policy dagger --demos 2 --rounds 1 --corrections 2 --eval-episodes 2 --train-steps 50   # smoke run
 
 Per round it prints the success of the policy alone with its 95% Wilson interval, the data it
@@ -31,7 +32,8 @@ def register(sub) -> None:
         description="Start from a deliberately weak policy (few scripted demonstrations), then per "
         "round: run it with the scripted expert as corrector (it takes over when the policy strays, as "
         "a person with a teleop device would, through the same arbiter rules), add the expert-labelled "
-        "intervention segments to the data, retrain from scratch with the same budget, and evaluate "
+        "intervention segments to the data, retrain from scratch with the same passes over the data "
+        "(--min-epochs), and evaluate "
         "the policy alone. docs/teleop.md explains the corrector; docs/results.md has measured rounds.",
         epilog=EPILOG,
     )

@@ -33,7 +33,8 @@ def register(sub) -> None:
         help="teleoperate the running robot from this terminal (keyboard, gamepad, spacemouse, leader arm)",
         description="Run one teleop device here, attached to a graph started elsewhere (robot-policy "
         "launch ...): a launched node has no terminal, this command does. Ctrl-C ends it; the arm "
-        "then holds (robot watchdog, or the arbiter hands control back to the policy).\n\n" + EPILOG,
+        "then holds (the robot's watchdog; with --arbiter, the arbiter holds it if you had control, "
+        "and the policy keeps it if you had not).\n\n" + EPILOG,
     )
     for name in TELEOPS.names():
         cls = TELEOPS.get(name)

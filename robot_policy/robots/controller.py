@@ -88,6 +88,8 @@ class ArmController:
         self._has_state = threading.Event()
         self._state: JointState | None = None
         self._sent: JointState | None = None
+        self._source = ""  # sender's tag of the last accepted command (TickReport.command_source)
+        self._sent_source = ""  # ... of the command in force on the last tick
         self._gripper_cmd = -1.0  # current gripper command (command-order state entry)
         self._gripper_width = float("nan")
         self._stop_pending = False
@@ -102,6 +104,7 @@ class ArmController:
         self._ticks = 0
         self._overruns = 0
         self._rate = 0.0
+        self._clock_offset: float | None = None  # see _offset()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> ArmController:
@@ -190,8 +193,10 @@ class ArmController:
         self.close()
 
     # -- commands (any thread) -------------------------------------------------------------
-    def submit_target(self, target) -> bool:
-        """Forward position command in command order (replaces any trajectory). False: rejected."""
+    def submit_target(self, target, source: str = "") -> bool:
+        """Forward position command in command order (replaces any trajectory). False: rejected.
+        ``source``: the sender's tag, reported with every tick it is in force
+        (``TickReport.command_source``)."""
         now = self.clock()
         with self._lock:
             if not self._accepting():
@@ -201,14 +206,16 @@ class ArmController:
             except CommandRejected:
                 return False
             self.traj.clear()
+            self._source = source
             return True
 
-    def submit_trajectory(self, time_from_start, points, start_time: float = 0.0) -> bool:
+    def submit_trajectory(self, time_from_start, points, start_time: float = 0.0, source: str = "") -> bool:
         """Timed trajectory like ``trajectory_msgs/JointTrajectory``: ``points`` (T, D) in command
         order reached at ``start_time + time_from_start`` (``start_time`` on this controller's
         clock; ``<= 0``: now). Points already in the past are dropped; the first segment starts
         from the target commanded now, so a late chunk never makes the arm jump. The whole
-        trajectory is rejected (False) when any point is invalid."""
+        trajectory is rejected (False) when any point is invalid. ``source`` as for
+        :meth:`submit_target`."""
         now = self.clock()
         with self._lock:
             if not self._accepting():
@@ -232,6 +239,7 @@ class ArmController:
                 self.safety.reject(str(e))
                 return False
             self.safety.submit(self.traj.sample(now), now, valid_for=max(0.0, self.traj.end_time - now))
+            self._source = source
             return True
 
     def estop(self) -> None:
@@ -357,6 +365,7 @@ class ArmController:
         self.safety.status = status
         self.traj.clear()
         self._prev = None
+        self._source = ""
 
     def _safe_status(self) -> dict[str, Any]:
         try:
@@ -373,8 +382,25 @@ class ArmController:
             }
 
     def _offset(self) -> float:
-        """This clock minus ``time.monotonic()`` (backends stamp on the latter)."""
-        return 0.0 if self.clock is time.monotonic else self.clock() - time.monotonic()
+        """This clock minus ``time.monotonic()`` (backends stamp on the latter, the pacer's grid
+        too), held steady. The two clocks cannot be read at one instant, and a read pair split by
+        a preemption or a GIL switch (ROS time is read through rclpy) is off by up to
+        milliseconds: computed afresh each tick, that jitter went into every tick's interval on
+        this clock, i.e. into the safety layer's rate limit (a step up to 0.4% over the velocity
+        limit per period was measured) and into the stamps the recorder pairs by. Each call now
+        brackets the clock read between two monotonic reads, which bound the true offset; the
+        estimate moves only when it falls outside that bound (a clock step or slew), and then
+        only to its edge, so a grid-paced loop's ticks stay exactly one period apart."""
+        if self.clock is time.monotonic:
+            return 0.0
+        m1 = time.monotonic()
+        c = self.clock()
+        m2 = time.monotonic()
+        lo, hi = c - m2, c - m1  # the true offset lies in [lo, hi]
+        est = self._clock_offset
+        # The first read: the bound's middle; then the smallest move that agrees with the bound.
+        self._clock_offset = est = 0.5 * (lo + hi) if est is None else min(max(est, lo), hi)
+        return est
 
     def _run(self) -> None:
         if self.arm.connect_in_loop:
@@ -428,7 +454,9 @@ class ArmController:
             except Exception as e:  # noqa: BLE001
                 if not self._fault:  # while faulted, recovery owns the backoff
                     self._on_fault(e)
-            self._report(sent, (t0 if due is None else due) + offset, t0)
+            self._report(
+                sent, (t0 if due is None else due) + offset, t0, self._sent_source if sent is not None else ""
+            )
             self._ticks += 1
             window_ticks += 1
             if self._ticks % status_every == 0:
@@ -449,11 +477,11 @@ class ArmController:
             except Exception:  # noqa: BLE001
                 self._wake.wait(max(0.0, t0 + 1.0 / hz - time.monotonic()))
 
-    def _report(self, sent: JointState | None, stamp: float, started: float) -> None:
+    def _report(self, sent: JointState | None, stamp: float, started: float, source: str = "") -> None:
         if self.on_tick is None:
             return
         try:
-            self.on_tick(TickReport(self._ticks, stamp, self.state(), sent, started))
+            self.on_tick(TickReport(self._ticks, stamp, self.state(), sent, started, source))
         except Exception:  # noqa: BLE001 - a publisher's failure must not stop the arm
             self._tick_errors += 1
             if self._tick_errors in (1, 10, 100) or self._tick_errors % 1000 == 0:
@@ -483,6 +511,7 @@ class ArmController:
             self.traj.feed(self.safety, now)  # the trajectory's target at now -> safety layer
             target = self.safety.step(self._current(), now)
             estopped = self.safety.status.estopped
+            source = self._source
         if stop_now:
             self.arm.stop()
             if gripper is not None:
@@ -505,6 +534,7 @@ class ArmController:
             if self.hw.gripper_joint:
                 self._gripper_cmd = float(target[-1])
             self._sent = JointState(position=cmd, stamp=now, names=self.names)
+            self._sent_source = source
             return self._sent
 
     def _publish_state(self, js: JointState, offset: float) -> None:
@@ -520,7 +550,9 @@ class ArmController:
 
     def _on_fault(self, e: Exception) -> None:
         msg = f"{type(e).__name__}: {e}"
+        snap = self._safe_status()  # the arm's own view now, not the last periodic snapshot
         with self._lock:
+            self._arm_status = snap
             self._fault = msg
             self._fault_count += 1
             self.traj.clear()
@@ -546,7 +578,9 @@ class ArmController:
         try:
             self.arm.recover()
         except Exception as e:  # noqa: BLE001
+            snap = self._safe_status()  # fresh: status() must not report a stale "connected"
             with self._lock:
+                self._arm_status = snap
                 self._recover_error = f"{type(e).__name__}: {e}"
                 self._backoff = min(self._backoff * 2.0, self.arm.config.recover_max_s)
                 self._next_recover = (

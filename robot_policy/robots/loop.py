@@ -30,6 +30,10 @@ class TickReport:
     """Target sent this tick, command order (None when nothing was sent: e-stop, fault)."""
     started: float = 0.0
     """When the tick actually began (``time.monotonic()``): loop jitter (``bench arm``)."""
+    command_source: str = ""
+    """The sender's tag of the command in force this tick (the ``source`` given with the last
+    accepted forward target or trajectory; "" when none was given): an intervention arbiter
+    learns from it which of its commands each executed step came from."""
 
 
 class LoopJobs:

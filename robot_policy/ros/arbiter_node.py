@@ -12,6 +12,10 @@ with the recorder frame it belongs to: ``intervention``, ``policy_action``, ``so
 (source, per-episode intervention count, steps and duration, handbacks, holds). Service
 ``/arbiter/reset`` (Trigger): a new episode's counters. Decisions are made by
 :class:`robot_policy.teleop.arbiter.Arbiter`; this file only converts messages.
+
+Every command goes out tagged (a trajectory's header ``frame_id``, a forward command's layout
+label) and ``robot_node`` echoes the tag of the command in force on ``/joint_commands`` (header
+``frame_id``): the step records say who commanded each executed step as the robot saw it.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ class ArbiterNode(Node):
             self._refused("joint_commands", e)
             return
         with self._lock:
-            rec = self.arb.executed(cmd, convert.from_time(msg.header.stamp))
+            rec = self.arb.executed(cmd, convert.from_time(msg.header.stamp), msg.header.frame_id)
         if rec is None:
             return
         values = {
@@ -150,10 +154,11 @@ class ArbiterNode(Node):
         from robot_policy.teleop.arbiter import Forward, Trajectory
 
         if isinstance(out, Forward):
-            self.pub_fwd.publish(Float64MultiArray(data=out.target.tolist()))
+            self.pub_fwd.publish(convert.forward_msg(out.target, out.tag))
         elif isinstance(out, Trajectory):
             chunk_msg = JointTrajectory()
             chunk_msg.header.stamp = convert.to_time(out.start)
+            chunk_msg.header.frame_id = out.tag
             chunk_msg.joint_names = list(self.names)
             for t, p in zip(out.time_from_start, out.points):
                 chunk_msg.points.append(

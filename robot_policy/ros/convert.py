@@ -10,6 +10,7 @@ import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import CameraInfo, Image
 from sensor_msgs.msg import JointState as JointStateMsg
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robot_policy import conventions as conv
@@ -191,6 +192,22 @@ def trajectory_to_arrays(
                 f"trajectory point {i} has {len(p.positions)} positions, expected {len(joint_names)}"
             )
     return from_time(msg.header.stamp), times, pos
+
+
+def forward_msg(target, source: str = "") -> Float64MultiArray:
+    """A forward position command (``/forward_position_controller/commands``). ``source``: the
+    sender's tag, as the label of the array's one layout dimension (a valid 1-D layout that
+    ros2_control's forward controller ignores); ``robot_node`` echoes it on ``/joint_commands``."""
+    data = np.asarray(target, dtype=np.float64).reshape(-1)
+    msg = Float64MultiArray(data=data.tolist())
+    if source:
+        msg.layout.dim = [MultiArrayDimension(label=source, size=len(data), stride=len(data))]
+    return msg
+
+
+def forward_source(msg: Float64MultiArray) -> str:
+    """The sender's tag of a forward command (:func:`forward_msg`); "" when it has none."""
+    return msg.layout.dim[0].label if len(msg.layout.dim) == 1 else ""
 
 
 def joint_state_to_obs(

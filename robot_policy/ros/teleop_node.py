@@ -101,6 +101,7 @@ class TeleopNode(Node):
         self.pub_flag = self.create_publisher(Bool, conv.TELEOP_INTERVENTION, COMMAND_QOS)
         self.obs: dict[str, np.ndarray] = {}
         self.obs_stamp = 0.0
+        self.task_stamp = -1.0  # stamp of the newest /sim/observation (-1: none yet)
         self.new_obs = threading.Condition()
         self.plan = None  # the policy's latest chunk (a corrector reads its proposal)
         self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, SENSOR_QOS)
@@ -133,6 +134,8 @@ class TeleopNode(Node):
         vals = convert.named_vector_to_obs(msg)
         with self.new_obs:
             self.obs.update(vals)
+            self.task_stamp = convert.from_time(msg.header.stamp)
+            self.new_obs.notify_all()
 
     def _on_plan(self, msg):
         from robot_policy.teleop.arbiter import Plan
@@ -150,6 +153,17 @@ class TeleopNode(Node):
                 raise TimeoutError(
                     "no /joint_states from the robot; is sim_node (or the arm driver) running?"
                 )
+            if self.device.needs_sim:
+                # The expert reads the task state (object pose): that of the same tick, which the
+                # robot publishes right after the joint state (a lost one: the newest there is).
+                self.new_obs.wait_for(
+                    lambda: self.task_stamp >= self.obs_stamp or self._stop.is_set(), 2.0 / self.hw.control_hz
+                )
+                if not self.new_obs.wait_for(lambda: self.task_stamp >= 0 or self._stop.is_set(), timeout):
+                    raise TimeoutError(
+                        f"no {conv.SIM_OBSERVATION} from the simulated robot (the expert needs the task "
+                        "state); is sim_node running?"
+                    )
             obs = {k: v.copy() for k, v in self.obs.items()}
         if self.device.needs_policy:
             from robot_policy.teleop.scripted.device import POLICY_ACTION

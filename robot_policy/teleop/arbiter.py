@@ -29,21 +29,40 @@ States (``Source``):
 The record: for every command the robot executed (stamp ``c``), the recorder's frame is the
 joint state captured just before it (the recorder pairs frame ``t`` with the first command after
 ``t``). :meth:`executed` returns a :class:`StepRecord` for that frame: ``intervention`` (the
-human's command was in force at ``c``), the policy's proposal for ``c`` (its plan sampled
-there; NaN before any chunk) and the source. Both come from the same executed command, so the
-flags mark exactly the steps whose action came from the human.
+human's command was in force at ``c``), the policy's proposal for ``c`` and the source. Both
+come from the same executed command, so the flags mark exactly the steps whose action came from
+the human.
+
+Which command was in force is the robot's word, not a guess from timing: every command the
+arbiter sends carries a tag (``Forward.tag``, ``Trajectory.tag``: ``arbiter:<source>:<n>``),
+the robot reports with each executed command the tag of the command in force
+(``robot_node``: ``/joint_commands`` header ``frame_id``), and the arbiter looks it up. A switch
+reaches the robot some milliseconds after the arbiter decided (DDS delivery, measured 2-15 ms on
+a loaded machine) and the robot's tick may run late, so timing alone cannot tell on which tick a
+takeover took effect. Only a robot that echoes no tag gets the timing estimate
+(:meth:`Arbiter.source_at`, ``command_latency_s``). The proposal is the plan of the chunk in
+force when the robot executed a policy chunk, otherwise (the human drove) the newest plan the
+arbiter had received by ``c``; NaN before any chunk.
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from robot_policy.hardware.config import HardwareConfig
 from robot_policy.teleop.base import TeleopError
+
+TAG_PREFIX = "arbiter:"
+"""Tags of the arbiter's commands: ``arbiter:<source>:<n>``."""
+KEEP_TAGS = 2048
+"""Commands remembered for the robot's echo (about a minute of chunks and holds at 20 Hz)."""
+KEEP_PLANS = 64
+"""Policy chunks remembered for proposals sampled at past execution times."""
 
 
 class Source(enum.IntEnum):
@@ -72,7 +91,8 @@ class ArbiterConfig:
     """On the intervening flag, a human command this recent is forwarded at once; an older one
     is stale (from a previous intervention) and the arm holds until the next one."""
     command_latency_s: float = 0.002
-    """Arbiter-to-robot delivery time: a switch takes effect on the robot's ticks after it."""
+    """Only for a robot that does not echo command tags on ``/joint_commands``: the assumed
+    arbiter-to-robot delivery time (a switch counts from the robot's ticks after it)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.handback_speed <= 1:
@@ -89,6 +109,8 @@ class Forward:
     """Send one position target (command order) to the robot's forward command input."""
 
     target: np.ndarray
+    tag: str = ""
+    """Send it with the command; the robot echoes it while the command is in force."""
 
 
 @dataclass
@@ -98,6 +120,8 @@ class Trajectory:
     start: float
     time_from_start: np.ndarray
     points: np.ndarray
+    tag: str = ""
+    """As :attr:`Forward.tag`."""
 
 
 @dataclass
@@ -176,6 +200,22 @@ class Arbiter:
         self.shadow_chunks = 0
         self.limited_chunks = 0
         self.stale_chunks = 0
+        self._seq = 0
+        self._tags: OrderedDict[str, tuple[Source, Plan | None]] = OrderedDict()  # tag -> what it was
+        self._plans: list[tuple[float, Plan]] = []  # (arrival, plan), oldest first
+        self.echoed_steps = 0
+        """Executed steps attributed by the robot's echo of the command tag."""
+        self.timed_steps = 0
+        """Executed steps attributed by timing (no or an unknown tag)."""
+
+    def _tag(self, out, source: Source, plan: Plan | None = None):
+        """Give an outgoing command its tag and remember what it was."""
+        self._seq += 1
+        out.tag = f"{TAG_PREFIX}{source.name.lower()}:{self._seq}"
+        self._tags[out.tag] = (source, plan)
+        while len(self._tags) > KEEP_TAGS:
+            self._tags.popitem(last=False)
+        return out
 
     # -- state changes ---------------------------------------------------------------------
     def _switch(self, source: Source, now: float) -> None:
@@ -215,7 +255,9 @@ class Arbiter:
                 f"policy chunk must be (T, {self.dim}) points with T times, got {pts.shape} and {len(tfs)} times"
             )
         start = now if start <= 0 else float(start)
-        self.plan = Plan(start + tfs, pts, origin=start)
+        self.plan = plan = Plan(start + tfs, pts, origin=start)
+        self._plans.append((now, plan))
+        del self._plans[:-KEEP_PLANS]
         if self.source in (Source.HUMAN, Source.HOLD):
             self.shadow_chunks += 1
             return None
@@ -230,9 +272,9 @@ class Arbiter:
             if not changed or now - self._since > self.cfg.handback_max_s:
                 self._switch(Source.POLICY, now)
             self.forwarded_chunks += 1
-            return out
+            return self._tag(out, Source.HANDBACK, plan)
         self.forwarded_chunks += 1
-        return Trajectory(start, tfs, pts)
+        return self._tag(Trajectory(start, tfs, pts), Source.POLICY, plan)
 
     def _limit(self, start: float, tfs: np.ndarray, pts: np.ndarray, now: float) -> tuple[Trajectory, bool]:
         """The chunk's future points, each moved at most ``vmax * dt`` from the previous one,
@@ -277,15 +319,15 @@ class Arbiter:
                 if not fresh:
                     # A flag before its command: stop the policy's motion now, where the arm is.
                     hold = self._hold_target()
-                    return Forward(hold) if hold is not None else None
-                return Forward(self._human[1].copy())
-            return Forward(target.copy()) if target is not None else None
+                    return self._tag(Forward(hold), Source.HUMAN) if hold is not None else None
+                return self._tag(Forward(self._human[1].copy()), Source.HUMAN)
+            return self._tag(Forward(target.copy()), Source.HUMAN) if target is not None else None
         if self.source in (Source.HUMAN, Source.HOLD):
             self._switch(Source.HANDBACK, now)
             last = self._human[1] if self._human is not None else self._hold_target()
             self._hold = None if last is None else last.copy()
             self._waiting = True
-            return Forward(self._hold.copy()) if self._hold is not None else None
+            return self._tag(Forward(self._hold.copy()), Source.HANDBACK) if self._hold is not None else None
         return None
 
     def _hold_target(self) -> np.ndarray | None:
@@ -311,12 +353,14 @@ class Arbiter:
                     f"no policy chunk planned after the release within {self.cfg.handback_max_s:g} s: "
                     "holding (is the policy running and told of the intervention?)"
                 )
-            return Forward(self._hold.copy())
+            return self._tag(Forward(self._hold.copy()), self.source)
         return None
 
-    def executed(self, command, stamp: float) -> StepRecord | None:
-        """The robot executed ``command`` (command order) on its tick at ``stamp``. Returns the
-        record of the frame that command answers (None before the first joint state)."""
+    def executed(self, command, stamp: float, tag: str = "") -> StepRecord | None:
+        """The robot executed ``command`` (command order) on its tick at ``stamp``, ``tag`` being
+        the tag of the command in force there as the robot reports it ("" from a robot that does
+        not echo tags). Returns the record of the frame that command answers (None before the
+        first joint state)."""
         cmd = np.asarray(command, dtype=np.float64).reshape(-1)
         if cmd.shape[0] == self.dim:
             self._executed = cmd
@@ -324,12 +368,25 @@ class Arbiter:
         if i < 0:
             return None
         frame = self._states[i]
-        src = self.source_at(stamp)
+        known = self._tags.get(tag) if tag else None
+        if known is not None:
+            src, plan = known
+            self.echoed_steps += 1
+        else:
+            src, plan = self.source_at(stamp), None
+            self.timed_steps += 1
         human = src == Source.HUMAN
         if human:
             self.counts.intervention_steps += 1
-        proposal = self.plan.sample(stamp) if self.plan is not None else np.full(self.dim, np.nan)
+        if plan is None:
+            plan = self._plan_at(stamp)
+        proposal = plan.sample(stamp) if plan is not None else np.full(self.dim, np.nan)
         return StepRecord(frame, human, proposal, src, self.counts.interventions)
+
+    def _plan_at(self, t: float) -> Plan | None:
+        """The newest policy chunk received by ``t`` (None: none yet)."""
+        i = bisect.bisect_right([a for a, _ in self._plans], t) - 1
+        return self._plans[i][1] if i >= 0 else None
 
     # -- reporting -------------------------------------------------------------------------
     def status(self, now: float) -> dict[str, object]:
@@ -347,5 +404,7 @@ class Arbiter:
             "shadow_chunks": self.shadow_chunks,
             "rate_limited_chunks": self.limited_chunks,
             "stale_chunks": self.stale_chunks,
+            "steps_by_echo": self.echoed_steps,
+            "steps_by_timing": self.timed_steps,
             "error": self.error,
         }
