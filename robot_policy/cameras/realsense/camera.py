@@ -191,7 +191,7 @@ class RealSenseCamera(Camera):
         self._ctx = ctx  # the playback device lives as long as its context
         if cfg.playback:
             self._source = f"recording {cfg.playback}"
-            device = ctx.load_device(str(cfg.playback))
+            device = _load_recording(ctx, str(cfg.playback))
             device.as_playback().set_real_time(cfg.playback_realtime)
             return device
         devices = list(ctx.query_devices())
@@ -414,3 +414,19 @@ def _to_mm(depth_frame) -> np.ndarray:
     if abs(units - 0.001) < 1e-7:
         return raw.copy()
     return np.clip(np.rint(raw.astype(np.float64) * units * 1000.0), 0, 65535).astype(np.uint16)
+
+
+def _load_recording(ctx, path: str, wait_s: float = 10.0):
+    """``ctx.load_device(path)``, waiting while the file is still locked: librealsense finalizes a
+    recording in its writer thread after the recorder's last reference goes, so a playback opened
+    right after recording (or while another process finishes one) finds the database locked."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return ctx.load_device(path)
+        except RuntimeError as e:
+            if "database is locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
