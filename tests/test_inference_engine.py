@@ -105,6 +105,23 @@ def test_predict_returns_timed_chunk_from_current_step():
         eng.predict({"joint_pos": np.zeros((3, 7), np.float32)})
 
 
+def test_cpu_call_is_split_into_encode_and_denoise():
+    """The policy node reports these parts on /diagnostics: they must account for the call."""
+    import time
+
+    eng = engine(tiny_policy("flow", images=True), num_steps=4)
+    obs = eng.dummy_obs()
+    encoder_calls, hook = count_calls(eng.policy.obs_encoder)
+    t0 = time.perf_counter()
+    eng.predict(obs)
+    total_ms = (time.perf_counter() - t0) * 1e3
+    hook.remove()
+    parts = eng.last_stages
+    assert set(parts) == {"encode", "denoise"} and len(encoder_calls) == 1
+    assert parts["encode"] > 0 and parts["denoise"] > 0
+    assert parts["encode"] + parts["denoise"] <= total_ms
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_warm_start_keeps_shape_continuity_and_runs_only_k_steps(family):
     n_sched = 10 if family != "consistency" else 4

@@ -53,7 +53,9 @@ def test_demo_runs_one_episode_through_the_graph(tmp_path, capsys):
     # its stage stamps in order, each stage measured.
     published = int(diag["chunks_published"])
     assert int(diag["traced_chunks"]) + int(diag["pending_chunks"]) == published
-    assert int(diag["traced_chunks"]) >= published - 2 and int(diag["untraced_chunks"]) == 0
+    # A chunk superseded by the next before the robot's next tick is never executed and counted
+    # as untraced: on a loaded machine two chunks can land within one 50 ms tick.
+    assert int(diag["traced_chunks"]) >= published - 2 and int(diag["untraced_chunks"]) <= 2
     assert int(diag["nonmonotone_chunks"]) == 0, diag["last_nonmonotone"]
     from robot_policy.inference.trace import STAGES
 

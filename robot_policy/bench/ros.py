@@ -163,8 +163,15 @@ def graph_run(
         "obs_to_cmd_ms_p90",
         "obs_to_cmd_ms_p99",
         "dropped_late_actions",
+        # Parts, when reported: image message -> array in the node, encoder and sampler (CPU).
+        "image_decode_ms_p50",
+        "image_decode_ms_p99",
+        "encode_ms_p50",
+        "encode_ms_p99",
+        "denoise_ms_p50",
+        "denoise_ms_p99",
     ):
-        if k in pol:
+        if k in pol and pol[k] != "nan":
             row[k] = float(pol[k])
     if pol.get("over_budget"):
         row["over_budget"] = pol["over_budget"]
@@ -252,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 "cmd_latency_ms_p90",
                 "cmd_latency_ms_p99",
                 "inference_ms_p50",
+                "inference_ms_p90",
                 "inference_ms_p99",
                 "obs_to_cmd_ms_p90",
                 "obs_to_cmd_ms_p99",
@@ -259,6 +267,16 @@ def run(args: argparse.Namespace) -> int:
                 "load_1min",
             ],
         )
+        parts = [r for r in results["graph"] if "encode_ms_p50" in r]
+        if parts:
+            print("inference by part (policy node, CPU):")
+            print_table(
+                parts,
+                [
+                    "graph",
+                    *(f"{p}_ms_{q}" for p in ("image_decode", "encode", "denoise") for q in ("p50", "p99")),
+                ],
+            )
         fps = json.loads((Path(ckpt) / "config.json").read_text()).get("fps", 20.0)
         results["stages"] = _stages(trace, args.plot, out_dir, float(fps))
     path = save_results("ros", results, args.out)

@@ -95,6 +95,9 @@ class InferenceEngine:
             self._gen.seed()
         self._graphs: dict[tuple, _Graph] = {}
         self._eager_keys: set[tuple] = set()
+        self.last_stages: dict[str, float] = {}
+        """Milliseconds of the last call's parts on the CPU: ``encode`` (normalize + observation
+        encoder: the image network for an image policy) and ``denoise`` (the sampler)."""
         self._pool = None
         self.report: dict = {
             "device": str(self.device),
@@ -222,11 +225,16 @@ class InferenceEngine:
     def _pipeline(self, obs, noise, init, weights, steps: int, start_step: int) -> torch.Tensor:
         """normalize -> encode -> sample -> (RTC blend) -> unnormalize. Traced by CUDA graphs."""
         p = self.policy
+        # On the CPU every op is synchronous, so wall time splits the call into its parts (the
+        # policy node reports them on /diagnostics); a CUDA graph or stream would need a sync.
+        timed = self.device.type == "cpu"
+        t0 = time.perf_counter()
         nobs = p.normalize_obs(obs)
         with self._autocast():
             cond = p.encode(nobs)
         # The sampler state stays fp32 whatever the networks run in (initial_noise uses cond's dtype).
         cond = cond.float()
+        t1 = time.perf_counter()
         with self._autocast():
             # init only seeds the sampler in warm start (start_step > 0); a cold start with an RTC
             # prior samples from pure noise and only blends toward the plan below.
@@ -237,7 +245,10 @@ class InferenceEngine:
             # Real-time chunking: actions that run before this chunk lands are pinned to the plan
             # (weight 1); the overlap after them is pulled toward it with decaying weight.
             nact = weights * init + (1.0 - weights) * nact
-        return p.unnormalize_action(nact)
+        out = p.unnormalize_action(nact)
+        if timed:
+            self.last_stages = {"encode": (t1 - t0) * 1e3, "denoise": (time.perf_counter() - t1) * 1e3}
+        return out
 
     def _batch(self, obs: Mapping) -> dict[str, np.ndarray]:
         return self.policy.batch_of_one(obs)

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
@@ -64,9 +64,38 @@ def call_service(node: Node, clients: dict, name: str, srv_type, timeout: float,
     return fut.result()
 
 
-def run_node(factory: Callable[[], Node], threads: int = 2) -> int:
+EXECUTORS = ("single", "multi", "events")
+"""How a node spins its callbacks (node parameter ``executor``):
+
+* ``single``: rclpy's SingleThreadedExecutor, the default. Callbacks run one at a time.
+* ``multi``: MultiThreadedExecutor with 2 threads, for nodes whose callbacks block on other
+  callbacks (a service handler that calls a service) or on slow work (the recorder committing an
+  episode while frames keep arriving). Its Python dispatch loop holds the GIL a large share of
+  the time even when idle: measured with ``py-spy record --gil`` on sim_node (20 Hz, two 84x84
+  cameras) the executor thread held the GIL in 22% of samples against 2% for ``single``, and
+  the control loop's camera renders (2 ms of CPU) took 25-45 ms of wall time waiting for it;
+  the observation-to-command tail followed (docs/inference.md, "Executor").
+* ``events``: rclpy's experimental EventsExecutor (dispatch in C++, ~0% GIL when idle)."""
+
+
+def _make_executor(kind: str):
+    if kind == "single":
+        return SingleThreadedExecutor()
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=2)
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    raise ValueError(f"executor:={kind!r} is not one of {', '.join(EXECUTORS)}")
+
+
+def run_node(factory: Callable[[], Node], executor: str = "single") -> int:
     """Init rclpy (after applying the Fast DDS profile), spin ``factory()`` until SIGINT/SIGTERM,
-    then close it (``node.close()`` if defined) and shut down. Returns the process exit code."""
+    then close it (``node.close()`` if defined) and shut down. Returns the process exit code.
+
+    ``executor``: the default kind of :data:`EXECUTORS`; the node parameter ``executor``
+    (``--ros-args -p executor:=multi``) overrides it."""
     apply_profile()  # before the first participant; a launcher/user-provided profile wins
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     rclpy.init(args=sys.argv)
@@ -79,9 +108,10 @@ def run_node(factory: Callable[[], Node], threads: int = 2) -> int:
         # recorder before this: 50-135 ms gen-2 pauses every 5-10 s while recording.
         gc.collect()
         gc.freeze()
-        executor = MultiThreadedExecutor(num_threads=threads)
-        executor.add_node(node)
-        executor.spin()
+        kind = declare(node, "executor", executor, "callback executor: " + ", ".join(EXECUTORS))
+        spinner = _make_executor(kind)
+        spinner.add_node(node)
+        spinner.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except SystemExit as e:  # a node asked to end (e.g. scripted teleop finished)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -127,10 +128,14 @@ class PolicyNode(Node):
         )
         self.active = bool(self.autostart)
         keys = self.runner.keys
+        # Image message -> array, per frame: on /diagnostics as image_decode_ms_p50/p90/p99.
+        self._decode_ms: deque = deque(maxlen=2000)
         self.pub_traj = self.create_publisher(JointTrajectory, conv.TRAJECTORY, COMMAND_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, conv.DIAGNOSTICS, 10)
         self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, SENSOR_QOS)
         cams = {conv.camera_of(k) for k in keys if conv.is_image_key(k)}
+        if cams:
+            self.runner.stats.stage_ms["image_decode"] = self._decode_ms
         for cam in cams:
             self.create_subscription(
                 Image, conv.color_topic(cam), lambda m, c=cam: self._on_img(m, c), SENSOR_QOS
@@ -211,7 +216,10 @@ class PolicyNode(Node):
         self._wake.set()
 
     def _on_img(self, msg, cam):
+        t0 = time.perf_counter()
         f = convert.image_to_frame(msg, cam)
+        # Decoding counts in `transport_in`; reported on its own so an image policy's cost shows.
+        self._decode_ms.append((time.perf_counter() - t0) * 1e3)
         self.runner.buffer.add(conv.image_key(cam), f.stamp, f.image)
         self._wake.set()
 

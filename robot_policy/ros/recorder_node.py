@@ -152,9 +152,35 @@ class RecorderNode(Node):
         self.create_service(Trigger, conv.RECORDER_STOP, self._srv_stop, callback_group=services)
         self.create_service(Trigger, conv.RECORDER_DISCARD, self._srv_discard, callback_group=services)
         self.create_service(SetBool, conv.RECORDER_MARK_SUCCESS, self._srv_success, callback_group=services)
+        # Labels known only at the end of an episode (an evaluation's verdict, the hidden policy
+        # identity, latencies): set ``episode_meta`` to a JSON object before /recorder/stop and it
+        # is merged into that episode's metadata (a synchronous, standard parameter service call).
+        declare(self, "episode_meta", "", "JSON object merged into the open episode's metadata")
+        self.add_on_set_parameters_callback(self._on_set_meta)
         self.get_logger().info(
             f"recorder ready: {dataset} at {fps:g} fps, streams {[s.name for s in streams]}"
         )
+
+    def _on_set_meta(self, params):
+        import json
+
+        from rcl_interfaces.msg import SetParametersResult
+
+        for p in params:
+            if p.name != "episode_meta" or not p.value:
+                continue
+            try:
+                meta = json.loads(p.value)
+            except (TypeError, ValueError) as e:
+                return SetParametersResult(successful=False, reason=f"episode_meta is not JSON: {e}")
+            if not isinstance(meta, dict):
+                return SetParametersResult(successful=False, reason="episode_meta must be a JSON object")
+            if not self.rec.recording:
+                return SetParametersResult(
+                    successful=False, reason="not recording: set episode_meta between start and stop"
+                )
+            self.rec.update_meta(meta)
+        return SetParametersResult(successful=True)
 
     def _on_js(self, msg: JointState) -> None:
         try:
@@ -287,7 +313,7 @@ class RecorderNode(Node):
 
 
 def main() -> int:
-    return run_node(RecorderNode)
+    return run_node(RecorderNode, executor="multi")  # commits run beside frame callbacks
 
 
 if __name__ == "__main__":

@@ -117,6 +117,10 @@ class RobotNode(Node):
             self.create_service(Trigger, conv.SIM_SUCCESS, self._srv_success)
         self.create_timer(1.0, self._publish_diagnostics)
         self.rt.start()  # connect errors (missing SDK, unreachable robot) end the node here
+        if simulated:
+            # /sim/reset takes no seed: setting ``seed`` at runtime (ros2 param set /sim seed N)
+            # picks the next scene, so an evaluation replays one reset for each policy (A/B).
+            self.add_on_set_parameters_callback(self._on_set_seed)
         what = f"task '{self.rt.world.task}'" if simulated else f"arm backend '{self.hw.arm}'"
         self.get_logger().info(
             f"robot '{self.hw.name}': {what}, control loop {self.rt.arm.control_hz:g} Hz, "
@@ -158,7 +162,8 @@ class RobotNode(Node):
     def _publish_chunk_trace(self, stamp: float, arrival: float, executed: float) -> None:
         msg = JointState(name=["robot_arrival", "first_exec"], position=[arrival, executed])
         msg.header.stamp = convert.to_time(stamp)
-        self.pub_trace.publish(msg)
+        if self.context.ok():  # the loop can tick once more after Ctrl-C shut the context down
+            self.pub_trace.publish(msg)
 
     def _on_fwd(self, msg: Float64MultiArray) -> None:
         self.rt.submit_target(np.asarray(msg.data, dtype=np.float64), convert.forward_source(msg))
@@ -177,6 +182,18 @@ class RobotNode(Node):
     def _srv_reset(self, req, resp):
         resp.success, resp.message = True, conv.format_seed(self.rt.reset_scene())
         return resp
+
+    def _on_set_seed(self, params):
+        from rcl_interfaces.msg import SetParametersResult
+
+        for p in params:
+            if p.name == "seed":
+                if not isinstance(p.value, int) or isinstance(p.value, bool):
+                    return SetParametersResult(
+                        successful=False, reason=f"seed must be an integer, got {p.value!r}"
+                    )
+                self.rt.world.next_seed = int(p.value)
+        return SetParametersResult(successful=True)
 
     def _srv_success(self, req, resp):
         ep = self.rt.episode()

@@ -327,7 +327,7 @@ class TeleopNode(Node):
 
 
 def main() -> int:
-    return run_node(TeleopNode)
+    return run_node(TeleopNode, executor="multi")  # handlers call services
 
 
 if __name__ == "__main__":
