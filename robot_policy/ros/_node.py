@@ -64,7 +64,7 @@ def call_service(node: Node, clients: dict, name: str, srv_type, timeout: float,
     return fut.result()
 
 
-EXECUTORS = ("single", "multi", "events")
+EXECUTORS = ("single", "multi")
 """How a node spins its callbacks (node parameter ``executor``):
 
 * ``single``: rclpy's SingleThreadedExecutor, the default. Callbacks run one at a time.
@@ -75,7 +75,9 @@ EXECUTORS = ("single", "multi", "events")
   cameras) the executor thread held the GIL in 22% of samples against 2% for ``single``, and
   the control loop's camera renders (2 ms of CPU) took 25-45 ms of wall time waiting for it;
   the observation-to-command tail followed (docs/inference.md, "Executor").
-* ``events``: rclpy's experimental EventsExecutor (dispatch in C++, ~0% GIL when idle)."""
+
+rclpy's experimental EventsExecutor (dispatch in C++) held the GIL even less on sim_node, but
+policy_node under it answered no command and hung on SIGINT (rclpy 9.1.2): not offered."""
 
 
 def _make_executor(kind: str):
@@ -83,10 +85,6 @@ def _make_executor(kind: str):
         return SingleThreadedExecutor()
     if kind == "multi":
         return MultiThreadedExecutor(num_threads=2)
-    if kind == "events":
-        from rclpy.experimental import EventsExecutor
-
-        return EventsExecutor()
     raise ValueError(f"executor:={kind!r} is not one of {', '.join(EXECUTORS)}")
 
 
