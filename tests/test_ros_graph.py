@@ -287,13 +287,9 @@ def test_target_pose_moves_the_end_effector(c):
     wait_until(lambda: int(diagnostics(c, "sim: safety")["rejected"]) > before, 15, "the rejection")
 
 
-def test_executor_kinds_and_a_clear_error_for_an_unknown_one():
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-
+def test_an_unknown_executor_kind_is_refused_naming_the_kinds():
     from robot_policy.ros._node import EXECUTORS, _make_executor
 
     assert EXECUTORS == ("single", "multi")
-    assert isinstance(_make_executor("single"), SingleThreadedExecutor)
-    assert isinstance(_make_executor("multi"), MultiThreadedExecutor)
     with pytest.raises(ValueError, match="not one of single, multi"):
         _make_executor("threaded")
