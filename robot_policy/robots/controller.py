@@ -15,7 +15,7 @@ Faults: any exception from the backend (SDK error, lost connection, reflex) is c
 in ``status()["fault"]``, the trajectory is dropped and commands are refused; the loop keeps
 running (still publishing the measured state when the SDK can read it) and calls
 ``arm.recover()`` with exponential backoff. After recovery the arm holds where it is until a
-fresh command arrives.
+fresh command arrives. Status reporting and this recovery live in ``controller_health`` (a mixin).
 
 Pacing: real arms pace the loop themselves (``period_start``/``period_wait``: sleep out the
 period, or UR's initPeriod/waitPeriod). A simulated arm stepped once per tick gets a fixed grid
@@ -41,6 +41,7 @@ import numpy as np
 from robot_policy.hardware.safety import CommandRejected, SafetyLayer
 from robot_policy.hardware.trajectory import TrajectoryExecutor
 from robot_policy.robots.base import Arm
+from robot_policy.robots.controller_health import ControllerHealth
 from robot_policy.robots.loop import LoopJobs, TickReport
 from robot_policy.types import JointState
 
@@ -52,7 +53,7 @@ GRIPPER_READ_HZ = 20.0
 """How often the loop reads the gripper (a network round trip on most grippers)."""
 
 
-class ArmController:
+class ArmController(ControllerHealth):
     """Safety layer + trajectory executor + gripper + e-stop + watchdog around one :class:`Arm`."""
 
     def __init__(
@@ -258,13 +259,6 @@ class ArmController:
                 self.safety.reset_estop()
                 self._rearm()
 
-    def recover(self) -> None:
-        """Attempt recovery from a fault at the next tick (also when ``auto_recover`` is off)."""
-        with self._lock:
-            if self._fault:
-                self._next_recover = -np.inf
-        self._wake.set()
-
     def reject(self, reason: str) -> None:
         """Count and report a command refused before it reached the controller (a message that
         could not be converted)."""
@@ -298,49 +292,6 @@ class ArmController:
         with self._lock:
             return self._sent
 
-    def status(self) -> dict[str, Any]:
-        """Diagnostics for ``/diagnostics``: safety counters, fault, recovery, loop rate, backend status."""
-        with self._lock:
-            st = self.safety.status
-            return {
-                "backend": self.arm.name,
-                "connected": bool(self._arm_status.get("connected", False)),
-                "running": self._thread is not None and self._thread.is_alive(),
-                "fault": self._fault,
-                "fault_count": self._fault_count,
-                "recoveries": self._recoveries,
-                "last_recover_error": self._recover_error,
-                "estopped": st.estopped,
-                "watchdog_tripped": st.watchdog_tripped,
-                "accepted": st.accepted,
-                "rejected": st.rejected,
-                "clamped": st.clamped,
-                "last_rejection": st.last_rejection,
-                "late_trajectory_points": self.late_points,
-                "trajectory_active": self.traj.active,
-                "loop_hz_target": self.arm.control_hz,
-                "loop_hz": round(self._rate, 1),
-                "ticks": self._ticks,
-                "overruns": self._overruns,
-                "tick_callback_errors": self._tick_errors,
-                "arm": dict(self._arm_status),
-            }
-
-    def pacing_status(self) -> dict[str, Any]:
-        """The grid pacer's timeline (late ticks run at once, stalls given up); {} when the arm
-        paces itself."""
-        pc = self.pacing
-        if pc is None:
-            return {}
-        return {
-            "ticks": pc.ticks,
-            "late_ticks": pc.late_ticks,
-            "max_lateness_ms": round(pc.max_lateness * 1e3, 1),
-            "stalls": len(pc.stalls),
-            "skipped_ticks": pc.skipped_ticks,
-            "last_stall": pc.stalls[-1] if pc.stalls else None,
-        }
-
     # -- internals -------------------------------------------------------------------------
     def _accepting(self) -> bool:
         """Called under the lock: refuse commands while faulted or before the first state."""
@@ -366,20 +317,6 @@ class ArmController:
         self.traj.clear()
         self._prev = None
         self._source = ""
-
-    def _safe_status(self) -> dict[str, Any]:
-        try:
-            snap = dict(self.arm.status())
-            if self.arm.gripper is not None:
-                snap["gripper"] = self.arm.gripper.status()
-            return snap
-        except Exception as e:  # noqa: BLE001 - diagnostics must not fault the loop
-            return {
-                "connected": False,
-                "mode": "unknown",
-                "faults": [f"status(): {e}"],
-                "protective_stop": False,
-            }
 
     def _offset(self) -> float:
         """This clock minus ``time.monotonic()`` (backends stamp on the latter, the pacer's grid
@@ -547,54 +484,3 @@ class ArmController:
             vel = None if vel is None else np.append(vel, 0.0)
         self._state = JointState(position=pos, stamp=js.stamp + offset, velocity=vel, names=self.names)
         self._has_state.set()
-
-    def _on_fault(self, e: Exception) -> None:
-        msg = f"{type(e).__name__}: {e}"
-        snap = self._safe_status()  # the arm's own view now, not the last periodic snapshot
-        with self._lock:
-            self._arm_status = snap
-            self._fault = msg
-            self._fault_count += 1
-            self.traj.clear()
-            self._backoff = self.arm.config.recover_min_s
-            self._next_recover = time.monotonic() + self._backoff if self.arm.config.auto_recover else np.inf
-        log.error(
-            "arm '%s' fault (control loop keeps running, recovery %s): %s",
-            self.arm.name,
-            "scheduled" if self.arm.config.auto_recover else "needs recover()",
-            msg,
-        )
-
-    def _faulted_tick(self, offset: float) -> None:
-        # Keep publishing what the arm measures when the SDK can still read it.
-        try:
-            js = self.arm.read()
-            with self._lock:
-                self._publish_state(js, offset)
-        except Exception:  # noqa: BLE001 - expected while the connection is down
-            pass
-        if time.monotonic() < self._next_recover:
-            return
-        try:
-            self.arm.recover()
-        except Exception as e:  # noqa: BLE001
-            snap = self._safe_status()  # fresh: status() must not report a stale "connected"
-            with self._lock:
-                self._arm_status = snap
-                self._recover_error = f"{type(e).__name__}: {e}"
-                self._backoff = min(self._backoff * 2.0, self.arm.config.recover_max_s)
-                self._next_recover = (
-                    time.monotonic() + self._backoff if self.arm.config.auto_recover else np.inf
-                )
-            log.warning("arm '%s' recovery failed (next try in %.1f s): %s", self.arm.name, self._backoff, e)
-            return
-        with self._lock:
-            log.warning(
-                "arm '%s' recovered from: %s; holding until a fresh command", self.arm.name, self._fault
-            )
-            self._fault = ""
-            self._recover_error = ""
-            self._recoveries += 1
-            self._backoff = self.arm.config.recover_min_s
-            self._next_recover = np.inf
-            self._rearm()

@@ -25,6 +25,9 @@ What it guarantees, and how:
 
 Errors are text frames (openpi's convention), ``"<code>: <message>"``; the traceback of an
 internal error goes to the server log, not to the client.
+
+``ServerConfig`` and ``ServerStats`` live in ``server_config``, the metadata frame and message
+limits (``describe``, ``message_limit``) in ``server_metadata``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -33,226 +36,44 @@ import asyncio
 import concurrent.futures
 import hmac
 import http
-import ipaddress
 import json
 import logging
 import math
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from robot_policy.serving import codec
 from robot_policy.serving.protocol import (
-    OPTION_NAMES,
-    PROTOCOL_NAME,
-    PROTOCOL_VERSION,
     ProtocolError,
     RequestError,
     decode_observation,
     decode_options,
     observation_specs,
 )
+from robot_policy.serving.server_config import API_KEY_ENV, ServerConfig, ServerStats, is_loopback
+from robot_policy.serving.server_metadata import FALLBACK_LIMIT, describe, message_limit
+
+__all__ = [
+    "API_KEY_ENV",
+    "FALLBACK_LIMIT",
+    "PolicyServer",
+    "ServerConfig",
+    "ServerStats",
+    "describe",
+    "is_loopback",
+    "message_limit",
+]
 
 log = logging.getLogger(__name__)
-
-API_KEY_ENV = "ROBOT_POLICY_API_KEY"
-"""Environment variable holding the shared key (server and client), so it is not on a command line."""
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """How the policy server listens and bounds its work."""
-
-    host: str = "127.0.0.1"
-    """Interface to listen on; anything but a loopback address requires ``api_key``."""
-    port: int = 8000
-    """TCP port (0: any free port, see ``PolicyServer.port``)."""
-    api_key: str = field(default="", repr=False)
-    """Shared key clients send as ``Authorization: Api-Key KEY`` ('' = none: localhost only)."""
-    certfile: str = ""
-    """PEM certificate (chain): serve TLS (wss://, https:// health checks)."""
-    keyfile: str = ""
-    """PEM private key of ``certfile`` ('' = in the certificate file)."""
-    max_message_bytes: int = 0
-    """Largest incoming message; larger ones close the connection (1009). 0: twice the largest
-    valid request (observations + prior), at least 1 MiB."""
-    queue_size: int = 4
-    """Requests waiting or running at once over all clients; one more is answered 'busy'."""
-    deadline_ms: float = 1000.0
-    """A request not answered this long after it arrived is answered 'deadline' instead
-    (clients may ask for less with ``options.deadline_ms``)."""
-    max_connections: int = 32
-    """Open websocket connections at once; more get HTTP 503."""
-    ping_interval_s: float = 10.0
-    """Keepalive ping period: a vanished client is dropped after about twice this."""
-
-    def __post_init__(self):
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"ServerConfig.port must be in [0, 65535], got {self.port}")
-        for name in ("queue_size", "max_connections"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ServerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_message_bytes < 0:
-            raise ValueError(f"ServerConfig.max_message_bytes must be >= 0, got {self.max_message_bytes}")
-        if not self.deadline_ms > 0:
-            raise ValueError(f"ServerConfig.deadline_ms must be > 0, got {self.deadline_ms}")
-        if self.keyfile and not self.certfile:
-            raise ValueError("ServerConfig.keyfile given without certfile: pass --certfile too")
-        if not self.api_key and not is_loopback(self.host):
-            raise ValueError(
-                f"ServerConfig.host={self.host!r} listens beyond this machine, so a shared key is required: "
-                f"pass --api-key KEY or set {API_KEY_ENV} (clients send 'Authorization: Api-Key KEY'); "
-                "or listen on 127.0.0.1 and tunnel (ssh -L)"
-            )
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.certfile)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine ('' and 0.0.0.0 do not)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a hostname other than localhost: may resolve to anything
-
-
-@dataclass
-class ServerStats:
-    """Counters for logs, the bench and tests (event-loop thread writes, anyone reads)."""
-
-    connections: int = 0
-    """Open websocket connections now."""
-    connections_total: int = 0
-    requests: int = 0
-    replies: int = 0
-    errors: dict = field(default_factory=dict)
-    """Error replies by code."""
-    auth_failures: int = 0
-    oversized: int = 0
-    skipped_closed: int = 0
-    """Queued requests skipped because their client had gone."""
-    infer_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
-    queue_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class _Skipped(Exception):
     """The request's connection closed while it waited: nobody to answer."""
-
-
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if x is None or isinstance(x, bool | int | float | str):
-        return x
-    return str(x)
-
-
-def describe(predictor, name: str = "") -> dict:
-    """The metadata frame of ``predictor`` (a ``Policy`` or an ``InferenceEngine``)."""
-    import robot_policy
-
-    cfg = predictor.config
-    n_obs = int(cfg.n_obs_steps)
-    keys = [*cfg.obs_keys, *cfg.image_keys]
-    obs = {}
-    for k in keys:
-        image = k in cfg.image_keys
-        obs[k] = {
-            "shape": [n_obs, *map(int, cfg.obs_shapes[k])],
-            "dtype": "uint8" if image else "float32",
-            "image": image,
-        }
-    policy = getattr(predictor, "policy", predictor)
-    stats = getattr(policy, "stats", {}) or {}
-    normalization = {
-        k: {
-            s: np.asarray(v, np.float32).reshape(-1)
-            for s, v in d.items()
-            if s in ("min", "max", "mean", "std")
-        }
-        for k, d in stats.items()
-    }
-    report = _json_safe(getattr(predictor, "report", {}) or {})
-    engine_cfg = getattr(predictor, "cfg", None)
-    warm = getattr(engine_cfg, "warm_start", None)
-    family_cfg = getattr(cfg, cfg.family, None)
-    default_sampler = getattr(family_cfg, "sampler", None) or getattr(family_cfg, "integrator", None)
-    num_params = sum(int(p.numel()) for p in policy.parameters()) if hasattr(policy, "parameters") else None
-    return {
-        "protocol": {
-            "name": PROTOCOL_NAME,
-            "version": PROTOCOL_VERSION,
-            "codec": "msgpack-numpy",
-            "server": f"robot_policy {robot_policy.__version__}",
-            "options": list(OPTION_NAMES),
-        },
-        "observation": obs,
-        "action": {
-            "dim": int(cfg.action_dim),
-            "horizon": int(cfg.horizon) - n_obs + 1,
-            "fps": float(cfg.fps),
-            "key": cfg.action_key,
-            "dtype": "float32",
-            "n_action_steps": int(cfg.n_action_steps),
-        },
-        "model": {
-            "name": name,
-            "family": cfg.family,
-            "n_obs_steps": n_obs,
-            "horizon": int(cfg.horizon),
-            "backbone": getattr(cfg, "backbone", ""),
-            "parameters": num_params,
-        },
-        "sampler": {
-            "name": getattr(predictor, "sampler", None) or default_sampler or cfg.family,
-            "num_steps": int(
-                getattr(predictor, "num_steps", 0) or getattr(family_cfg, "num_inference_steps", 0)
-            ),
-            "warm_start": {"run_steps": int(warm.run_steps), "schedule_steps": int(warm.schedule_steps)}
-            if warm is not None
-            else None,
-            "device": report.get("device", "cpu"),
-            "precision": report.get("precision", "fp32"),
-        },
-        "normalization": normalization,
-        "engine": report,
-    }
-
-
-FALLBACK_LIMIT = 64 * 2**20
-"""Transport limit while the model (so the request size) is unknown: a loader without
-``max_message_bytes``; the exact limit is then checked on every message."""
-
-
-def message_limit(cfg) -> int:
-    """Default ``max_message_bytes`` for a policy config: twice the largest valid request
-    (every observation array plus a full prior and its weights), at least 1 MiB."""
-    n_obs = int(cfg.n_obs_steps)
-    n = 4096
-    for k in [*cfg.obs_keys, *cfg.image_keys]:
-        item = 1 if k in cfg.image_keys else 8  # float64 state is accepted (cast to float32)
-        n += n_obs * math.prod(int(d) for d in cfg.obs_shapes[k]) * item + 128
-    chunk = int(cfg.horizon) - n_obs + 1
-    n += chunk * int(cfg.action_dim) * 8 + chunk * 8 + 512
-    return max(2**20, 2 * n)
 
 
 class PolicyServer:
