@@ -10,8 +10,8 @@ VENV=.venv
 PY=$VENV/bin/python
 EXTRAS="sim,ros,realsense,cameras,franka,ur,xarm,teleop,serve,interop,hil,dev"
 # Debian libraries: libusb for pyrealsense2; EGL/OSMesa/GL for headless MuJoCo rendering;
-# ffmpeg for mp4 videos.
-APT_PKGS="libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1 libopengl0 libosmesa6 ffmpeg"
+# ffmpeg for mp4 videos; chromium renders the evaluation reports in a test (headless).
+APT_PKGS="libusb-1.0-0 libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1 libopengl0 libosmesa6 ffmpeg chromium"
 
 log() { printf '\033[1m[run.sh]\033[0m %s\n' "$*" >&2; }
 

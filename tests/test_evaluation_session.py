@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,9 @@ class CrashAfter:
     def __init__(self, runner, n):
         self.runner, self.n, self.calls = runner, n, 0
 
+    def __getattr__(self, name):  # finish / recover of the wrapped runner
+        return getattr(self.runner, name)
+
     def run(self, policy, seed):
         self.calls += 1
         if self.calls == self.n:
@@ -181,7 +185,7 @@ def ab_session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("session")
     path = tmp / "session.json"
     cfg = SessionConfig(policies=(GOOD, BAD), names=("expert", "noisy"), task="tabletop", trials=6, seed=500)
-    runner = InProcessRunner(cfg)
+    runner = InProcessRunner(cfg, media_dir=tmp / "session_media")
     op = SpyOperator(abort={(1, "B")})
     # 1) a crash in the middle of the 4th episode: the three labelled ones are on disk
     with pytest.raises(KeyboardInterrupt):
@@ -261,12 +265,13 @@ def _chromium() -> str | None:
 
 def test_html_report_renders_in_headless_chromium_and_matches_the_json(ab_session):
     exe = _chromium()
-    if exe is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium)")
-    paths = write_reports(ab_session["state"], ab_session["tmp"] / "report")
+    assert exe is not None, "no chromium on PATH: run.sh installs it (apt-get install chromium)"
+    paths = write_reports(ab_session["state"], ab_session["tmp"] / "report", root=ab_session["tmp"])
     html_text = paths["html"].read_text()
     assert "http://" not in html_text and "https://" not in html_text  # self-contained
-    assert html_text.count("data:image/png;base64,") == 3
+    # three charts + one camera thumbnail strip per labelled episode, inline
+    assert html_text.count("data:image/png;base64,") == 3 + 12
+    # As root (this image runs as root) Chromium needs --no-sandbox.
     res = subprocess.run(
         [exe, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", paths["html"].as_uri()],
         capture_output=True,
@@ -291,7 +296,11 @@ def test_html_report_renders_in_headless_chromium_and_matches_the_json(ab_sessio
         assert (lo, hi) == pytest.approx(tuple(p["ci95"]), abs=1e-3)
     for r in summary["ranking"]:
         assert float(cell(f"bt-{r['name']}")) == pytest.approx(r["score"], abs=1e-3)
-    assert dom.count("<img") == 3
+    assert dom.count("<img") == 3 + 12 and dom.count('class="thumb"') == 12
+    assert dom.count('class="video"') == 12  # links to the videos copied next to the report
+    for e in ab_session["state"]["episodes"]:
+        assert (paths["html"].parent / "media" / Path(e["media"]["render"]["video"]).name).is_file()
+    assert "scripted abort" in dom  # the aborted attempt's note is in the operator's notes
 
 
 def test_cli_session_scripted_then_report(tmp_path, capsys):
@@ -366,3 +375,60 @@ def test_session_runs_a_checkpoint_policy_against_the_expert(tmp_path):
     assert state["preferences"][0]["winner"] in ("tiny", GOOD, None)
     with pytest.raises(SessionError, match="not a checkpoint folder"):
         InProcessRunner(SessionConfig(policies=("nope", GOOD), trials=1)).run("nope", 0)
+
+
+def test_device_operator_labels_from_keyboard_keys():
+    """The keyboard's episode keys: n starts, m/l label (and end a running episode), b aborts,
+    k ends it; after a trial m = A better, l = B better, k = tie."""
+    import os
+
+    from robot_policy.evaluation.labels import DeviceOperator
+    from robot_policy.hardware.config import load_hardware_config
+    from robot_policy.teleop.base import make_teleop
+
+    r, w = os.pipe()
+    said = []
+    with os.fdopen(r, "rb", buffering=0) as stream:
+        dev = make_teleop("keyboard", load_hardware_config("sim_tabletop"), stream=stream)
+        dev.connect()
+        op = DeviceOperator(dev, say=said.append, poll_s=0.001)
+        os.write(w, b"qn")  # a jog key is not a start
+        op.ready(0, "A", 1)
+        assert not op.end_requested()
+        os.write(w, b"m")  # success while it runs: ends it and labels it
+        assert op.end_requested()
+        lab = op.label(0, "A", 1, {})
+        assert (lab.success, lab.partial, lab.aborted) == (True, 100.0, False)
+        os.write(w, b"nk")  # start, then end: labelled afterwards
+        op.ready(0, "B", 1)
+        assert op.end_requested()
+        os.write(w, b"b")
+        assert op.label(0, "B", 1, {}).aborted
+        os.write(w, b"l")
+        lab = op.label(0, "B", 1, {})
+        assert (lab.success, lab.partial) == (False, 0.0)
+        os.write(w, b"k")
+        assert op.prefer(0, {}, {}).choice == "tie"
+        dev.disconnect()
+    os.close(w)
+    assert "key n" in said[0] and any("key m" in x for x in said)
+
+
+def test_correlation_from_two_sessions_matches_simpler_metrics(tmp_path):
+    from robot_policy.evaluation.correlation import correlate, rates_from_session, write_correlation_report
+
+    def state(rates):
+        eps = [{"policy": n, "success": i < k} for n, (k, m) in rates.items() for i in range(m)]
+        return {"config": {"names": list(rates)}, "episodes": eps}
+
+    sim = rates_from_session(state({"a": (9, 10), "b": (5, 10), "c": (3, 10)}))
+    real = rates_from_session(state({"a": (8, 10), "b": (2, 10), "c": (4, 10), "d": (1, 10)}))
+    assert sim["a"] == (9, 10) and real["d"] == (1, 10)
+    out = correlate(sim, real)
+    assert [p["name"] for p in out["policies"]] == ["a", "b", "c"] and out["unmatched"] == ["d"]
+    assert out["pearson_r"] == pytest.approx(np.corrcoef([0.9, 0.5, 0.3], [0.8, 0.2, 0.4])[0, 1])
+    assert out["mmrv"] == pytest.approx(mmrv([0.9, 0.5, 0.3], [0.8, 0.2, 0.4]))
+    paths = write_correlation_report(out, tmp_path)
+    assert "MMRV" in paths["md"].read_text() and "data:image/png" in paths["html"].read_text()
+    with pytest.raises(SessionError, match="at least 2 policies"):
+        correlate({"a": (1, 2)}, {"a": (1, 2), "b": (0, 2)})

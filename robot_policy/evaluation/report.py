@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +119,11 @@ def charts(state: dict, summary: dict) -> dict[str, str]:
         lat = [x for e in state["episodes"] if e["policy"] == n for x in e.get("latencies_ms", [])]
         if lat:
             ax.hist(lat, bins=30, alpha=0.6, label=n)
-    ax.set_xlabel("inference latency (ms)")
-    ax.set_ylabel("calls")
-    ax.legend()
+    kinds = {e.get("latency_kind", "inference call (ms)") for e in state["episodes"]}
+    ax.set_xlabel(" / ".join(sorted(kinds)) or "latency (ms)")
+    ax.set_ylabel("count")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     out["latency"] = _png(fig)
 
     if summary["ranking"]:
@@ -157,8 +160,32 @@ def _hide(state: dict, summary: dict) -> tuple[dict, dict]:
     return s, m
 
 
-def render_html(state: dict, summary: dict | None = None) -> str:
-    """The self-contained HTML report of a session."""
+def _media_cells(x: dict, root: Path | None, out: Path | None) -> str:
+    """Inline thumbnails (base64 PNG) and links to the videos (copied into ``out/media``)."""
+    if root is None or not x.get("media"):
+        return ""
+    cells = []
+    for cam, m in sorted(x["media"].items()):
+        thumb = Path(root) / m.get("thumb", "")
+        if thumb.is_file():
+            b64 = base64.b64encode(thumb.read_bytes()).decode()
+            cells.append(f"<img class='thumb' alt='{html.escape(cam)}' src='data:image/png;base64,{b64}'>")
+        video = Path(root) / m.get("video", "")
+        if out is not None and video.is_file():
+            dest = Path(out) / "media" / video.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(video, dest)
+            cells.append(
+                f"<a class='video' href='media/{html.escape(video.name)}'>{html.escape(cam)} video</a>"
+            )
+    return " ".join(cells)
+
+
+def render_html(
+    state: dict, summary: dict | None = None, root: str | Path | None = None, out: str | Path | None = None
+) -> str:
+    """The self-contained HTML report of a session. ``root``: the session file's folder (media
+    paths are relative to it); ``out``: the report's folder (videos are copied to ``out/media``)."""
     summary = summary or summarize(state)
     if not summary["complete"]:
         state, summary = _hide(state, summary)
@@ -188,19 +215,28 @@ def render_html(state: dict, summary: dict | None = None) -> str:
         f"<td>[{_f(r['ci95'][0])}, {_f(r['ci95'][1])}]</td><td>{r['rank_range'][0]}–{r['rank_range'][1]}</td></tr>"
         for r in summary["ranking"]
     ]
-    notes = [
-        f"<li>trial {x['trial']} {e(x['label'])} ({e(x['policy'])}): {e(x['note'])}</li>"
-        for x in state["episodes"]
-        if x.get("note")
-    ] + [
-        f"<li>trial {x['trial']} preference {e(x['choice'])}: {e(x['note'])}</li>"
-        for x in state["preferences"]
-        if x.get("note")
-    ]
+    notes = (
+        [
+            f"<li>trial {x['trial']} {e(x['label'])} ({e(x['policy'])}): {e(x['note'])}</li>"
+            for x in state["episodes"]
+            if x.get("note")
+        ]
+        + [
+            f"<li>trial {x['trial']} preference {e(x['choice'])}: {e(x['note'])}</li>"
+            for x in state["preferences"]
+            if x.get("note")
+        ]
+        + [
+            f"<li>trial {x['trial']} {e(x['label'])} aborted and re-run: {e(x.get('note') or 'no note')}</li>"
+            for x in state["aborted"]
+        ]
+    )
     ep_rows = [
         f"<tr><td>{x['trial']}</td><td>{x['seed']}</td><td>{e(x['label'])}</td><td>{e(x['policy'])}</td>"
         f"<td>{'yes' if x['success'] else 'no'}</td><td>{x['partial']:g}</td><td>{x['steps']}</td>"
-        f"<td>{_f(x['latency_ms']['p50'], 2)}</td></tr>"
+        f"<td>{_f(x['latency_ms']['p50'], 2)}</td><td>{e(x.get('note', ''))}</td>"
+        f"<td>{x['dataset_episode'] if x.get('dataset_episode') is not None else '—'}</td>"
+        f"<td>{_media_cells(x, root, out)}</td></tr>"
         for x in state["episodes"]
     ]
     img = lambda k: f"<img alt='{k}' src='{imgs[k]}'>" if k in imgs else ""  # noqa: E731
@@ -208,7 +244,8 @@ def render_html(state: dict, summary: dict | None = None) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Evaluation session: {e(summary["task"])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
+img.thumb{{height:64px;vertical-align:middle;margin:1px}}</style></head>
 <body>
 <h1>Evaluation session: {e(summary["task"])} ({e(summary["mode"])})</h1>
 <p id="status">{status}. <span id="n-episodes">{summary["episodes"]}</span> labelled episodes,
@@ -229,7 +266,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 <h2>Operator notes</h2><ul id="notes">{"".join(notes) or "<li>none</li>"}</ul>
 <h2>Episodes</h2>
 <table id="episodes"><tr><th>trial</th><th>seed</th><th>label</th><th>policy</th><th>success</th><th>partial</th>
-<th>steps</th><th>latency p50 ms</th></tr>{"".join(ep_rows)}</table>
+<th>steps</th><th>latency p50 ms</th><th>note</th><th>recorded episode</th><th>cameras</th></tr>{"".join(ep_rows)}</table>
 </body></html>
 """
 
@@ -273,17 +310,28 @@ def render_markdown(state: dict, summary: dict | None = None) -> str:
                 f"{_f(r['sign_test_p'], 4)} | {_f(r['fisher_success_p'], 4)} |"
             )
     notes = [f"- trial {x['trial']} {x['label']}: {x['note']}" for x in state["episodes"] if x.get("note")]
+    notes += [
+        f"- trial {x['trial']} preference {x['choice']}: {x['note']}"
+        for x in state["preferences"]
+        if x.get("note")
+    ]
+    notes += [
+        f"- trial {x['trial']} {x['label']} aborted: {x.get('note') or 'no note'}" for x in state["aborted"]
+    ]
     lines += ["", "## Operator notes", "", *(notes or ["none"]), ""]
     return "\n".join(lines)
 
 
-def write_reports(state: dict, out_dir: str | Path, stem: str = "report") -> dict[str, Path]:
-    """Write ``<stem>.html``, ``<stem>.md`` and ``<stem>.json`` (the summary) into ``out_dir``."""
+def write_reports(
+    state: dict, out_dir: str | Path, stem: str = "report", root: str | Path | None = None
+) -> dict[str, Path]:
+    """Write ``<stem>.html``, ``<stem>.md`` and ``<stem>.json`` (the summary) into ``out_dir``.
+    ``root``: the session file's folder, where the episodes' media paths point."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(state)
     paths = {"html": out / f"{stem}.html", "md": out / f"{stem}.md", "json": out / f"{stem}.json"}
-    paths["html"].write_text(render_html(state, summary))
+    paths["html"].write_text(render_html(state, summary, root=root, out=out))
     paths["md"].write_text(render_markdown(state, summary))
     shown = summary if summary["complete"] else _hide(state, summary)[1]
     paths["json"].write_text(json.dumps(shown, indent=1))

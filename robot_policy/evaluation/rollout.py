@@ -62,10 +62,13 @@ def run_episode(
     serving: ServingConfig = RECEDING_HORIZON,
     max_steps: int | None = None,
     video: list | None = None,
+    video_every: int = 1,
+    video_size: tuple[int, int] = (240, 320),
 ) -> dict:
     """One episode, chunks from ``predict(obs_history, prior=, start_time=)`` run by a scheduler.
 
-    Stops at the first success or when the env terminates/truncates. ``video`` collects frames.
+    Stops at the first success or when the env terminates/truncates. ``video`` collects a frame
+    (``video_size`` = (H, W)) every ``video_every`` steps, and the last one.
     """
     dt = 1.0 / float(env.unwrapped.control_hz)
     sched = ChunkScheduler(serving.scheduler_for(n_action_steps), dt=dt)
@@ -98,11 +101,12 @@ def run_episode(
         obs, _, terminated, truncated, info = env.step(np.asarray(action, dtype=np.float32))
         history.append(obs)
         steps += 1
-        if video is not None:
-            video.append(env.unwrapped.render_frame())
         if info.get("success"):
             success = True
-        if success or terminated or truncated:
+        done = success or terminated or truncated or steps >= max_steps
+        if video is not None and (steps % video_every == 0 or done):
+            video.append(env.unwrapped.render_frame(height=video_size[0], width=video_size[1]))
+        if done:
             break
     return {
         "seed": int(seed),

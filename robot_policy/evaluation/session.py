@@ -7,16 +7,20 @@ label -> policy mapping lives in the session file and is revealed by the report 
 session is complete. In ``single`` mode every trial runs one policy (round robin, shuffled in
 each round) under the hidden label ``X``.
 
-After each episode the operator (a ``Labeller``) gives success / failure, a partial score 0-100
-and a note, or aborts the episode (it is re-run, not counted); after both episodes of a trial,
-a preference ``A`` / ``B`` / ``tie``. The state is written atomically (temp file + rename) after
-every episode and every preference, so an interrupted session resumes where it stopped without
-losing or repeating a labelled episode.
+After each episode the operator (a ``Labeller``, :mod:`robot_policy.evaluation.labels`) gives
+success / failure, a partial score 0-100 and a note, or aborts the episode (it is re-run, not
+counted); after both episodes of a trial, a preference ``A`` / ``B`` / ``tie``. The state is
+written atomically (temp file + rename) after every episode and every preference, so an
+interrupted session resumes where it stopped without losing or repeating a labelled episode.
 
-What runs an episode is a ``Runner`` (``run(policy, seed) -> dict`` with at least ``success``,
-``steps`` and ``latency_ms``): ``InProcessRunner`` runs the simulation in this process through
-``evaluation.rollout.run_episode``. Labellers: ``ScriptedOperator`` (labels from the simulator's
-oracle, for tests and simulated sessions) and ``TerminalOperator`` (a person at a keyboard).
+What runs an episode is a ``Runner``: ``run(policy, seed) -> dict`` with at least ``success``
+(the oracle's verdict, or None on a real robot), ``steps`` and ``latency_ms``; optionally
+``finish(record, aborted) -> dict`` once the episode is labelled (commit its recording, write
+its media; the dict is merged into the record) and ``recover(state) -> [records]`` at the start
+(labelled episodes a killed session had already committed elsewhere, e.g. to the episode store,
+but not yet to the session file). ``InProcessRunner`` (:mod:`~robot_policy.evaluation.inprocess`)
+runs the simulation in this process; ``robot_policy.ros.evaluate_graph.GraphRunner`` runs
+episodes through the ROS 2 graph on a simulated or real robot and records them.
 """
 
 from __future__ import annotations
@@ -28,20 +32,55 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from robot_policy.evaluation.inprocess import ExpertPredictor, InProcessRunner, parse_expert
+from robot_policy.evaluation.labels import (
+    PREFERENCES,
+    DeviceOperator,
+    EpisodeLabel,
+    Labeller,
+    Preference,
+    ScriptedOperator,
+    SessionError,
+    TerminalOperator,
+)
+
+__all__ = [
+    "PREFERENCES",
+    "DeviceOperator",
+    "EpisodeLabel",
+    "ExpertPredictor",
+    "InProcessRunner",
+    "Labeller",
+    "Preference",
+    "Runner",
+    "ScriptedOperator",
+    "SessionConfig",
+    "SessionError",
+    "TerminalOperator",
+    "config_of",
+    "load_state",
+    "make_plan",
+    "parse_expert",
+    "run_session",
+]
+
 SESSION_VERSION = 1
 MODES = ("ab", "single")
-PREFERENCES = ("A", "B", "tie")
 
 
-class SessionError(ValueError):
-    """A session file or config that cannot be used (names the field and the value)."""
+class Runner(Protocol):
+    """Runs one episode of a policy (by name) from a reset seed; returns at least
+    ``{success (oracle or None), steps, latency_ms: [per call or chunk]}``."""
+
+    def run(self, policy: str, seed: int) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,9 @@ class SessionConfig:
         randomization: domain-randomization YAML or bare name, or None.
         order_seed: seed of the random pair order and A/B assignment (fixed in the plan).
         operator: who labelled the session (free text, recorded).
+        hardware: robot setup the session runs on through the ROS 2 graph (hardware/NAME.yaml or
+            a path); empty: the in-process simulation.
+        episode_s: time limit of one episode through the graph (s; in process: the task's limit).
     """
 
     policies: tuple[str, ...]
@@ -70,6 +112,8 @@ class SessionConfig:
     randomization: str | None = None
     order_seed: int = 0
     operator: str = ""
+    hardware: str = ""
+    episode_s: float = 10.0
 
     def __post_init__(self):
         object.__setattr__(self, "policies", tuple(self.policies))
@@ -91,113 +135,6 @@ class SessionConfig:
 def _default_name(source: str) -> str:
     p = Path(source)
     return p.name if p.exists() else source
-
-
-@dataclass
-class EpisodeLabel:
-    """The operator's verdict on one episode. ``aborted``: re-run it, do not count it."""
-
-    success: bool = False
-    partial: float = 0.0
-    note: str = ""
-    aborted: bool = False
-
-    def __post_init__(self):
-        if not 0.0 <= float(self.partial) <= 100.0:
-            raise SessionError(f"partial={self.partial}: a partial score lies in [0, 100]")
-
-
-@dataclass
-class Preference:
-    """The operator's A/B verdict on one trial: ``choice`` in ``A``, ``B``, ``tie``."""
-
-    choice: str
-    note: str = ""
-
-    def __post_init__(self):
-        if self.choice not in PREFERENCES:
-            raise SessionError(f"preference={self.choice!r}: expected one of {PREFERENCES}")
-
-
-class Runner(Protocol):
-    """Runs one episode of a policy (by name) from a reset seed; returns at least
-    ``{success (oracle or None), steps, latency_ms: [per inference call]}``."""
-
-    def run(self, policy: str, seed: int) -> dict: ...
-
-
-class Labeller(Protocol):
-    """The operator: sees the hidden label only, never the policy name."""
-
-    def label(self, trial: int, label: str, seed: int, result: Mapping) -> EpisodeLabel: ...
-
-    def prefer(
-        self, trial: int, labels: Mapping[str, EpisodeLabel], results: Mapping[str, Mapping]
-    ) -> Preference: ...
-
-
-# -- labellers ------------------------------------------------------------------------------------
-
-
-class ScriptedOperator:
-    """Labels from the simulator's oracle: success -> 100, failure -> 0 (or ``result['progress']``
-    x 100 when the runner reports progress). Prefers the higher score; between two successes, the
-    faster episode; otherwise a tie. ``abort`` lists ``(trial, label)`` whose first attempt it
-    aborts (to exercise re-runs)."""
-
-    def __init__(self, abort: set[tuple[int, str]] | None = None):
-        self.abort = set(abort or ())
-
-    def label(self, trial, label, seed, result) -> EpisodeLabel:
-        if (trial, label) in self.abort:
-            self.abort.discard((trial, label))
-            return EpisodeLabel(aborted=True, note="scripted abort")
-        ok = bool(result.get("success"))
-        partial = 100.0 if ok else float(np.clip(result.get("progress", 0.0), 0.0, 1.0)) * 100.0
-        return EpisodeLabel(success=ok, partial=partial, note="" if ok else "oracle: not done")
-
-    def prefer(self, trial, labels, results) -> Preference:
-        a, b = labels["A"], labels["B"]
-        if a.partial != b.partial:
-            return Preference("A" if a.partial > b.partial else "B")
-        if a.success and b.success and results["A"]["steps"] != results["B"]["steps"]:
-            return Preference("A" if results["A"]["steps"] < results["B"]["steps"] else "B", note="faster")
-        return Preference("tie")
-
-
-class TerminalOperator:
-    """A person at the terminal: ``s``uccess / ``f``ailure / ``a``bort, a partial score, a note."""
-
-    def __init__(self, ask: Callable[[str], str] = input, say: Callable[[str], None] = print):
-        self.ask, self.say = ask, say
-
-    def _choice(self, prompt: str, options: dict[str, Any]) -> Any:
-        while True:
-            ans = self.ask(prompt).strip().lower()
-            if ans in options:
-                return options[ans]
-            self.say(f"  please answer one of: {', '.join(options)}")
-
-    def label(self, trial, label, seed, result) -> EpisodeLabel:
-        self.say(f"trial {trial}, policy {label} (seed {seed}) finished after {result.get('steps')} steps")
-        verdict = self._choice("  outcome [s]uccess/[f]ailure/[a]bort: ", {"s": "s", "f": "f", "a": "a"})
-        if verdict == "a":
-            return EpisodeLabel(aborted=True, note=self.ask("  why aborted (note): ").strip())
-        default = 100.0 if verdict == "s" else 0.0
-        while True:
-            raw = self.ask(f"  partial score 0-100 [{default:g}]: ").strip()
-            try:
-                partial = float(raw) if raw else default
-                if 0.0 <= partial <= 100.0:
-                    break
-            except ValueError:
-                pass
-            self.say("  a number from 0 to 100, please")
-        return EpisodeLabel(success=verdict == "s", partial=partial, note=self.ask("  note: ").strip())
-
-    def prefer(self, trial, labels, results) -> Preference:
-        choice = self._choice("  which was better? [a]/[b]/[t]ie: ", {"a": "A", "b": "B", "t": "tie"})
-        return Preference(choice, note=self.ask("  note: ").strip())
 
 
 # -- the session ----------------------------------------------------------------------------------
@@ -247,6 +184,7 @@ def atomic_write_json(path: Path, data: dict) -> None:
 def new_state(cfg: SessionConfig) -> dict:
     return {
         "version": SESSION_VERSION,
+        "id": uuid.uuid4().hex,
         "config": dataclasses.asdict(cfg),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "status": "running",
@@ -268,6 +206,7 @@ def load_state(path: Path) -> dict:
     for key in ("config", "plan", "episodes", "aborted", "preferences"):
         if key not in state:
             raise SessionError(f"{path}: missing field {key!r}")
+    state.setdefault("id", uuid.uuid5(uuid.NAMESPACE_URL, str(Path(path).resolve())).hex)  # older files
     return state
 
 
@@ -286,6 +225,30 @@ def _latency_summary(lat: list[float]) -> dict:
         "max": float(a.max()),
         "calls": int(a.size),
     }
+
+
+def _record(state, t, label, policy, seed, started, result, verdict: EpisodeLabel) -> dict:
+    """One episode's entry in the session file (and, through a recorder, in the episode store)."""
+    lat = [float(x) for x in result.get("latency_ms", [])]
+    out = {
+        "session": state["id"],
+        "trial": t,
+        "label": label,
+        "policy": policy,
+        "seed": seed,
+        "started": started,
+        "duration_s": time.time() - started,
+        "steps": int(result.get("steps", 0)),
+        "oracle_success": result.get("success"),
+        "latency_ms": _latency_summary(lat),
+        "latencies_ms": lat,
+        "latency_kind": result.get("latency_kind", "inference call (ms)"),
+        **{k: v for k, v in dataclasses.asdict(verdict).items() if k != "aborted"},
+    }
+    for key in ("episode_s", "inference_ms", "ended_by"):
+        if key in result:
+            out[key] = result[key]
+    return out
 
 
 def run_session(
@@ -315,9 +278,18 @@ def run_session(
     else:
         state = new_state(cfg)
         atomic_write_json(path, state)
+    recover = getattr(runner, "recover", None)
+    if recover is not None:  # labelled and recorded by a session killed before it saved them
+        have = {(e["trial"], e["label"]) for e in state["episodes"]}
+        found = [r for r in recover(state) if (r["trial"], r["label"]) not in have]
+        if found:
+            state["episodes"].extend(sorted(found, key=lambda r: (r["trial"], r["label"])))
+            atomic_write_json(path, state)
     done = {(e["trial"], e["label"]) for e in state["episodes"]}
     preferred = {p["trial"] for p in state["preferences"]}
     total = sum(len(t["labels"]) for t in state["plan"])
+    ready = getattr(labeller, "ready", None)
+    finish = getattr(runner, "finish", None)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -333,22 +305,14 @@ def run_session(
                 if max_episodes is not None and ran >= max_episodes:
                     return state
                 while True:  # an aborted episode is re-run from the same seed
+                    if ready is not None:
+                        ready(t, label, seed)  # the operator reset the scene and starts the episode
                     started = time.time()
                     result = runner.run(policy, seed)
                     verdict = labeller.label(t, label, seed, result)
-                    record = {
-                        "trial": t,
-                        "label": label,
-                        "policy": policy,
-                        "seed": seed,
-                        "started": started,
-                        "duration_s": time.time() - started,
-                        "steps": int(result.get("steps", 0)),
-                        "oracle_success": result.get("success"),
-                        "latency_ms": _latency_summary(list(result.get("latency_ms", []))),
-                        "latencies_ms": [float(x) for x in result.get("latency_ms", [])],
-                        **{k: v for k, v in dataclasses.asdict(verdict).items() if k != "aborted"},
-                    }
+                    record = _record(state, t, label, policy, seed, started, result, verdict)
+                    if finish is not None:
+                        record.update(finish(record, verdict.aborted))
                     if not verdict.aborted:
                         break
                     state["aborted"].append(record)
@@ -381,117 +345,3 @@ def run_session(
     finally:
         if bar is not None:
             bar.close()
-
-
-# -- in-process simulation runner -----------------------------------------------------------------
-
-
-@dataclass
-class ExpertPredictor:
-    """The task's scripted expert behind the ``Predictor`` interface (a baseline "policy").
-
-    ``noise`` scales the expert's own randomness (grasp offset, speed); ``action_noise`` adds
-    Gaussian noise (rad) to every joint target: a worse policy for comparisons.
-    """
-
-    env: Any
-    task: str
-    noise: float = 1.0
-    action_noise: float = 0.0
-    seed: int = 0
-    _expert: Any = field(default=None, init=False, repr=False)
-
-    def __post_init__(self):
-        from robot_policy.sim import make_expert
-
-        self._expert = make_expert(self.task, self.env, noise=self.noise)
-        self.obs_keys = list(self.env.observation_space.spaces)
-        self._rng = np.random.default_rng(self.seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        self._expert.reset(seed)
-        self._rng = np.random.default_rng(None if seed is None else seed + 7919)
-
-    def predict(self, obs, prior=None, start_time: float = 0.0, num_steps=None):
-        from robot_policy.types import ActionChunk
-
-        a = self._expert.act({k: np.asarray(v)[-1] for k, v in obs.items()})
-        if self.action_noise:
-            a = a.copy()
-            a[:-1] += self._rng.normal(0.0, self.action_noise, a.size - 1).astype(a.dtype)
-        return ActionChunk(actions=a[None], start_time=start_time, dt=1.0 / self.env.unwrapped.control_hz)
-
-
-def parse_expert(source: str) -> dict | None:
-    """``expert`` / ``expert:noise=2,action_noise=0.02`` -> kwargs; None for anything else."""
-    if source != "expert" and not source.startswith("expert:"):
-        return None
-    kwargs: dict[str, float] = {}
-    for part in filter(None, source.partition(":")[2].split(",")):
-        key, _, value = part.partition("=")
-        if key not in ("noise", "action_noise"):
-            raise SessionError(f"policy {source!r}: unknown expert option {key!r} (noise, action_noise)")
-        try:
-            kwargs[key] = float(value)
-        except ValueError as e:
-            raise SessionError(f"policy {source!r}: {key}={value!r} is not a number") from e
-    return kwargs
-
-
-class InProcessRunner:
-    """Runs episodes in this process with ``evaluation.rollout.run_episode`` (one env per policy)."""
-
-    def __init__(self, cfg: SessionConfig, device: str = "cpu"):
-        self.cfg = cfg
-        self.device = device
-        self._loaded: dict[str, tuple] = {}
-
-    def _load(self, name: str):
-        if name in self._loaded:
-            return self._loaded[name]
-        from robot_policy.sim import make_env
-
-        source = self.cfg.policies[self.cfg.names.index(name)]
-        expert = parse_expert(source)
-        if expert is not None:
-            env = make_env(self.cfg.task, randomization=self.cfg.randomization)
-            pred = ExpertPredictor(env, self.cfg.task, **expert)
-            entry = (env, pred, pred.obs_keys, 1, 1, True)
-        else:
-            from robot_policy.evaluation.rollout import policy_cameras
-            from robot_policy.policies import load
-
-            if not Path(source).is_dir():
-                raise SessionError(f"policy {source!r}: not a checkpoint folder nor 'expert[:...]'")
-            policy = load(source, device=self.device)
-            policy.eval()
-            pc = policy.config
-            env = make_env(
-                self.cfg.task, cameras=policy_cameras(policy) or None, randomization=self.cfg.randomization
-            )
-            entry = (env, policy, [*pc.obs_keys, *pc.image_keys], pc.n_obs_steps, pc.n_action_steps, False)
-        self._loaded[name] = entry
-        return entry
-
-    def run(self, policy: str, seed: int) -> dict:
-        import contextlib
-
-        from robot_policy.evaluation.rollout import run_episode
-
-        env, pred, keys, n_obs, n_act, is_expert = self._load(policy)
-        if is_expert:
-            pred.reset(seed)
-        else:
-            pred.reset()
-        ctx = contextlib.nullcontext()
-        if not is_expert:
-            import torch
-
-            ctx = torch.no_grad()
-        with ctx:
-            return run_episode(pred.predict, env, seed, keys, n_obs, n_act)
-
-    def close(self) -> None:
-        for env, *_ in self._loaded.values():
-            env.close()
-        self._loaded.clear()

@@ -12,6 +12,7 @@ judges each episode (:class:`OperatorScene`). :func:`scene_for` picks by the har
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -154,3 +155,122 @@ def final_diagnostics(client: GraphClient) -> dict[str, str]:
 
 def to_dicts(results: list[EpisodeResult]) -> list[dict]:
     return [asdict(r) for r in results]
+
+
+# -- the operator's UI as a ROS client ---------------------------------------------------------
+
+LABEL_SERVICES = ("start", "end", "success", "failure", "abort", "prefer_a", "prefer_b", "tie")
+"""``/evaluate/<name>`` (std_srvs/Trigger) services of :class:`ServiceOperator`."""
+
+
+class ServiceOperator:
+    """Labels from ROS services, for an operator's UI (a web page, a tablet, ``ros2 service call``).
+
+    Services (std_srvs/Trigger) under ``prefix`` (default ``/evaluate``): ``start`` (the scene is
+    reset: run the episode), ``end`` (end it now), ``success`` / ``failure`` / ``abort`` (label the
+    episode; while it runs they also end it), ``prefer_a`` / ``prefer_b`` / ``tie`` (after both
+    episodes of an A/B trial). A call that does not fit the moment is refused with a message
+    saying what the session waits for. Before a label, the parameters ``partial`` (0-100; < 0:
+    100 for success, 0 for failure) and ``note`` of the evaluator's node add a partial score and
+    a note (``ros2 param set /evaluator note "slow grasp"``); they are cleared after each label.
+    What the session waits for is published on ``<prefix>/prompt`` (std_msgs/String, latched).
+    """
+
+    def __init__(self, client: GraphClient, prefix: str = "/evaluate", say: Callable[[str], None] = print):
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from std_msgs.msg import String
+        from std_srvs.srv import Trigger
+
+        self.node, self.say, self.prefix = client.node, say, prefix.rstrip("/")
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        # Dynamically typed: `ros2 param set /evaluator partial 60` sends an integer.
+        self.node.declare_parameter("partial", -1.0, ParameterDescriptor(dynamic_typing=True))
+        self.node.declare_parameter("note", "", ParameterDescriptor(dynamic_typing=True))
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_prompt = self.node.create_publisher(String, f"{self.prefix}/prompt", latched)
+        self._cv = threading.Condition()
+        self._expect: set[str] = set()
+        self._got: tuple[str, float, str] | None = None
+        self.prompt = ""
+        for name in LABEL_SERVICES:
+            self.node.create_service(
+                Trigger, f"{self.prefix}/{name}", lambda req, resp, n=name: self._on_call(n, resp)
+            )
+
+    def _on_call(self, name: str, resp):
+        from rclpy.parameter import Parameter
+
+        with self._cv:
+            if name not in self._expect:
+                resp.success = False
+                resp.message = f"not now: {self.prompt or 'the session is not waiting for the operator'}"
+                return resp
+            partial = float(self.node.get_parameter("partial").value)
+            note = str(self.node.get_parameter("note").value)
+            self.node.set_parameters([Parameter("partial", value=-1.0), Parameter("note", value="")])
+            self._got = (name, partial, note)
+            self._expect = set()
+            self._cv.notify_all()
+        resp.success, resp.message = True, f"{name}: accepted"
+        return resp
+
+    def _open(self, expect: set[str], prompt: str) -> None:
+        from std_msgs.msg import String
+
+        with self._cv:
+            self._expect, self.prompt = set(expect), prompt
+        self.pub_prompt.publish(String(data=prompt))
+        self.say(prompt)
+
+    def _wait(self, expect: set[str], prompt: str) -> tuple[str, float, str]:
+        self._open(expect, prompt)
+        with self._cv:
+            while self._got is None:
+                self._cv.wait(0.5)
+            got, self._got = self._got, None
+        return got
+
+    def ready(self, trial, label, seed) -> None:
+        with self._cv:
+            self._got = None
+        self._wait(
+            {"start"},
+            f"trial {trial}, policy {label}: reset the scene (seed {seed}), then {self.prefix}/start",
+        )
+        self._open(
+            {"end", "success", "failure", "abort"},
+            f"trial {trial}, policy {label} running: {self.prefix}/end, success, failure or abort",
+        )
+
+    def end_requested(self) -> bool:
+        with self._cv:
+            return self._got is not None
+
+    def label(self, trial, label, seed, result):
+        from robot_policy.evaluation.labels import EpisodeLabel
+
+        with self._cv:
+            got, self._got = self._got, None
+        if got is None or got[0] == "end":
+            got = self._wait(
+                {"success", "failure", "abort"},
+                f"trial {trial}, policy {label} done: {self.prefix}/success, failure or abort "
+                "(parameters partial, note first)",
+            )
+        with self._cv:
+            self._expect = set()
+        name, partial, note = got
+        if name == "abort":
+            return EpisodeLabel(aborted=True, note=note)
+        ok = name == "success"
+        return EpisodeLabel(success=ok, partial=(100.0 if ok else 0.0) if partial < 0 else partial, note=note)
+
+    def prefer(self, trial, labels, results):
+        from robot_policy.evaluation.labels import Preference
+
+        name, _, note = self._wait(
+            {"prefer_a", "prefer_b", "tie"},
+            f"trial {trial}: which was better? {self.prefix}/prefer_a, prefer_b or tie",
+        )
+        return Preference({"prefer_a": "A", "prefer_b": "B", "tie": "tie"}[name], note=note)
