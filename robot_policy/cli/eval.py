@@ -36,6 +36,12 @@ def register(sub) -> None:
         action="store_true",
         help="call policy.predict directly instead of the inference engine",
     )
+    p.add_argument(
+        "--transic-mode",
+        choices=["gated", "always", "off"],
+        help="a TRANSIC checkpoint only: base + residual where the gate fires (gated), everywhere "
+        "(always), or the base alone (off); default: the checkpoint's mode (docs/transic.md)",
+    )
     from robot_policy.inference.serving import add_serving_args
 
     add_serving_args(p, _defaults())
@@ -72,8 +78,13 @@ def _evaluate(args) -> int:
     serving = serving_from_args(args, _defaults())
     policy = load(args.checkpoint, device=resolve_device(serving.engine.device))
     engine, inference = None, {"engine": False}
+    transic = getattr(policy, "transic", None)  # a TRANSIC folder: the gated policy over its base
+    if transic and args.transic_mode:
+        policy = policy.with_mode(args.transic_mode)
     if not args.no_engine:
-        engine = InferenceEngine(policy, serving.engine)
+        engine = InferenceEngine(policy.base if transic else policy, serving.engine)
+        if transic:
+            engine = policy.served_by(engine)
         ws = serving.engine.warm_start
         inference = {
             "engine": True,
@@ -83,7 +94,7 @@ def _evaluate(args) -> int:
             if ws.enabled
             else None,
             "rtc": serving.scheduler.rtc,
-            "engine_report": engine.report,
+            "engine_report": (engine.predictor if transic else engine).report,
         }
     res = evaluate(
         policy,
@@ -98,6 +109,8 @@ def _evaluate(args) -> int:
         serving=serving,
     )
     res["inference"] = inference
+    if transic:
+        res["transic"] = (engine or policy).summary()  # gate fire rate, residual size
     res["checkpoint"] = str(Path(args.checkpoint).resolve())
     row = {k: res[k] for k in ("family", "sampler", "num_steps", "episodes", "success_rate")}
     row["ci95"] = f"[{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]"

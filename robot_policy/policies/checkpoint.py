@@ -84,9 +84,22 @@ def save_policy(
     return out
 
 
+def _transic_base(path: Path) -> Path | None:
+    """The base folder of a TRANSIC checkpoint (robot_policy.policies.transic), else None."""
+    from robot_policy.policies.transic.checkpoint import is_transic_checkpoint, read_transic_config
+
+    if not is_transic_checkpoint(path):
+        return None
+    return Path(read_transic_config(path)["base"]["path"])
+
+
 def read_config(path: str | Path) -> PolicyConfig:
-    """Validate a checkpoint folder's config.json and return its PolicyConfig."""
+    """Validate a checkpoint folder's config.json and return its PolicyConfig (a TRANSIC
+    folder's: its base policy's)."""
     path = Path(path)
+    base = _transic_base(path)
+    if base is not None:
+        return read_config(base)
     if not path.is_dir():
         raise CheckpointError(
             f"checkpoint folder {path} does not exist (train one with 'robot-policy train')"
@@ -122,11 +135,19 @@ def read_meta(path: str | Path) -> dict:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Policy:
-    """Rebuild a ready-to-use policy (eval mode) from a checkpoint folder, without pickle."""
+    """Rebuild a ready-to-use policy (eval mode) from a checkpoint folder, without pickle.
+
+    A TRANSIC folder (residual + gate over a frozen base, ``robot_policy.policies.transic``) loads as
+    its gated predictor, base hash checked; serve its base with ``served_by(engine)``.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
+    if _transic_base(path) is not None:
+        from robot_policy.policies.transic.gated import load_gated
+
+        return load_gated(path, device=str(device))
     cfg = read_config(path)
     try:
         stats = stats_from_json(json.loads((path / "normalization.json").read_text()))

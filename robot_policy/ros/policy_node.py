@@ -91,7 +91,13 @@ class PolicyNode(Node):
         else:
             from robot_policy.inference.engine import InferenceEngine, resolve_device
 
-            policy = InferenceEngine(load(ckpt, device=resolve_device(serving.engine.device)), serving.engine)
+            policy = load(ckpt, device=resolve_device(serving.engine.device))
+            if getattr(policy, "transic", None):  # TRANSIC folder: gate + residual over the base
+                mode = declare(self, "transic_mode", "", "gated|always|off (empty: the checkpoint's)")
+                policy = policy.with_mode(mode or policy.mode)
+                policy = policy.served_by(InferenceEngine(policy.base, serving.engine))
+            else:
+                policy = InferenceEngine(policy, serving.engine)
         if policy.config.action_dim != self.hw.command_dim:
             raise ValueError(
                 f"checkpoint {ckpt} outputs {policy.config.action_dim} actions but the robot "
