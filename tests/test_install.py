@@ -91,7 +91,7 @@ def test_missing_names_list_where_they_looked_and_what_exists(tmp_path, monkeypa
     assert f"shipped names in the checkout {REPO}/hardware: {shipped}" in msg
     with pytest.raises(ConfigError, match=r"missing\.yaml does not exist"):
         load_hardware_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match=r"shipped configs: \['default', 'none', 'wide'\]"):
+    with pytest.raises(ConfigError, match=r"shipped configs: \['default', 'none', 'target_world', 'wide'\]"):
         load_randomization("wdie")
     assert resources.shipped_names("launch", (".launch.xml",)) == ["real", "record", "sim"]
 
