@@ -253,16 +253,21 @@ def test_gated_policy_runs_through_the_ros_graph(tmp_path):
         g.close()
 
 
-def test_eval_cli_serves_a_transic_checkpoint_through_the_engine(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_eval_cli_serves_a_transic_checkpoint_through_the_engine(tmp_path, precision):
+    """bf16: the engine casts the base's networks; the gate's features must still compute
+    (``precision auto`` picks bf16 on CPUs where it is faster, so both must work)."""
     from robot_policy.cli.main import main
 
     cfg = TransicConfig(hidden_dims=[16], residual_bound=[0.05])
     save_transic(_head_with_bias(10.0, 1.0, cfg), cfg, tiny_base(tmp_path / "base"), tmp_path / "tr")
     out = tmp_path / "ev.json"
     argv = ["eval", "--checkpoint", str(tmp_path / "tr"), "--task", "tabletop", "--episodes", "1"]
+    argv += ["--precision", precision]
     assert main([*argv, "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["inference"]["engine"] and res["transic"]["mode"] == "gated"
+    assert res["inference"]["engine_report"]["precision"] == precision
     assert res["transic"]["gate_fire_rate"] == 1.0 and res["transic"]["mean_residual_norm_rad"] > 0
     assert main([*argv, "--json", str(out), "--transic-mode", "off"]) == 0
     assert json.loads(out.read_text())["transic"]["gate_fire_rate"] == 0.0

@@ -91,7 +91,12 @@ class GatedPolicy:
         """Head outputs for ``actions`` (T, A) proposed from the observation history ``obs``."""
         base = self.base
         nobs = base.normalize_obs(base.batch_of_one(obs))
-        feats = base.encode(nobs)  # (1, C)
+        # A serving engine may have cast the base's networks to bf16 (validated against fp32):
+        # encode in the weights' precision, hand the head fp32 features.
+        dtype = next(base.parameters()).dtype
+        device = next(base.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            feats = base.encode(nobs).float()  # (1, C)
         acts = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=feats.device)
         nact = base.normalize_action(acts)
         out = self.head(feats.expand(len(acts), -1), nact)
