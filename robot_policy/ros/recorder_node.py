@@ -250,6 +250,14 @@ class RecorderNode(Node):
                 "/arbiter/step lacks intervention/policy_action", throttle_duration_sec=5.0
             )
             return
+        if not np.isfinite(vals["policy_action"]).all():
+            # The arbiter has no plan from the policy yet (it starts before the policy's first
+            # chunk). A NaN proposal would make the store refuse the whole episode, so such steps
+            # are not recorded: the episode begins at the first frame with a proposal.
+            self.get_logger().info(
+                "waiting for the policy's first plan before recording arbiter steps", throttle_duration_sec=5.0
+            )
+            return
         self._add(
             conv.ARBITER_STEP,
             convert.from_time(msg.header.stamp),
