@@ -255,7 +255,8 @@ class RecorderNode(Node):
             # chunk). A NaN proposal would make the store refuse the whole episode, so such steps
             # are not recorded: the episode begins at the first frame with a proposal.
             self.get_logger().info(
-                "waiting for the policy's first plan before recording arbiter steps", throttle_duration_sec=5.0
+                "waiting for the policy's first plan before recording arbiter steps",
+                throttle_duration_sec=5.0,
             )
             return
         self._add(
