@@ -161,3 +161,26 @@ def test_runtime_renders_the_worlds_cameras_and_solves_pose_targets():
         assert rt.episode()["seed"] == seed and rt.episode()["steps"] <= 2
     finally:
         rt.close()
+
+
+def test_command_latency_figures_cover_only_the_recent_window():
+    """A start-up transient (late commands while nodes warm up) leaves the diagnostics once it is
+    older than ``latency_window_s``; the count and percentiles are of the window's commands."""
+    now = [100.0]
+    rt = RobotRuntime(load_hardware_config("sim_tabletop"), clock=lambda: now[0], latency_window_s=10.0)
+    try:
+        for _ in range(20):
+            rt.note_command_stamp(0.300)  # start-up: 300 ms late
+        now[0] = 105.0
+        for _ in range(100):
+            rt.note_command_stamp(0.004)
+        st = rt.status()
+        assert st["cmd_latency_n"] == 120 and float(st["cmd_latency_ms_p99"]) == pytest.approx(300.0)
+        now[0] = 111.0  # the start-up is now 11 s old
+        st = rt.status()
+        assert st["cmd_latency_n"] == 100
+        assert float(st["cmd_latency_ms_p99"]) == pytest.approx(4.0)
+        with pytest.raises(ValueError, match="latency_window_s"):
+            RobotRuntime(load_hardware_config("sim_tabletop"), latency_window_s=0.0)
+    finally:
+        rt.close()

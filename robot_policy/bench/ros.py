@@ -47,8 +47,20 @@ def register(sub) -> None:
         help="policy checkpoint for the with-inference run (default: outputs/demo/policy, "
         "else a tiny policy is trained first, ~1 min)",
     )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="seconds of graph run discarded before each latency window (DDS discovery, node start-up; "
+        "default 5)",
+    )
     p.add_argument("--skip-transport", action="store_true", help="only the graph latency")
     p.add_argument("--skip-graph", action="store_true", help="only the image transport")
+    p.add_argument(
+        "--skip-policy",
+        action="store_true",
+        help="graph latency of the echo path only (no checkpoint needed)",
+    )
     p.add_argument("--out", help="JSON path (default outputs/bench/ros.json)")
     p.add_argument(
         "--plot", action="store_true", help="draw the stage breakdown to ros_stages.png beside the JSON"
@@ -59,6 +71,21 @@ def register(sub) -> None:
         default=[],
         metavar="NAME:=VALUE",
         help="extra policy_node parameter (repeatable), e.g. --param threads:=2 to compare settings",
+    )
+    p.add_argument(
+        "--realtime",
+        type=int,
+        default=0,
+        metavar="PRIORITY",
+        help="run every node of the latency graphs under SCHED_FIFO at this priority (node parameter "
+        "realtime_priority; needs root or an rtprio limit; default 0: normal scheduler)",
+    )
+    p.add_argument(
+        "--robot-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="extra sim_node parameter (repeatable), e.g. --robot-param realtime_priority:=10",
     )
     p.set_defaults(func=run)
 
@@ -94,6 +121,9 @@ def graph_run(
     log: Path,
     trace: Path | None = None,
     params: dict[str, str] | None = None,
+    warmup: float = 5.0,
+    robot_params: dict[str, str] | None = None,
+    realtime: int = 0,
 ) -> dict:
     """sim_node + (policy_node | echo node); returns sim's cmd-latency and policy diagnostics."""
     from robot_policy.ros.launch_file import NodeSpec, parse_launch_file
@@ -110,6 +140,10 @@ def graph_run(
         args["checkpoint"] = checkpoint
     desc = parse_launch_file(resources.shipped_file("launch/sim.launch.xml"), args)
     for spec in desc.nodes:
+        if spec.name == "sim":
+            # The robot's latency figures cover the measured window only, not the start-up.
+            spec.params["latency_window_s"] = f"{float(seconds):.3f}"
+            spec.params.update(robot_params or {})
         if spec.name == "policy":
             if trace is not None:
                 trace.unlink(missing_ok=True)
@@ -124,6 +158,9 @@ def graph_run(
                 args=["-m", "robot_policy.ros.bench_nodes", "echo"],
             )
         )
+    if realtime:
+        for spec in desc.nodes:
+            spec.params["realtime_priority"] = str(int(realtime))
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
 
@@ -139,7 +176,7 @@ def graph_run(
                 c.latest(conv.JOINT_STATES, timeout=180)
                 if checkpoint:
                     c.call(conv.POLICY_RESET, timeout=120)
-                time.sleep(seconds)
+                time.sleep(warmup + seconds)
                 since = c.now() - 1.5
                 deadline = time.time() + 5
                 sim, pol = {}, {}
@@ -176,6 +213,7 @@ def graph_run(
     if pol.get("over_budget"):
         row["over_budget"] = pol["over_budget"]
     row["load_1min"] = round(os.getloadavg()[0], 2)
+    row["realtime_priority"] = int(realtime)
     return row
 
 
@@ -231,12 +269,13 @@ def run(args: argparse.Namespace) -> int:
                 )
         print_table(results["transport"], ["profile", "qos", "delivered", "p50_ms", "p90_ms", "p99_ms"])
     if not args.skip_graph:
-        ckpt = _ensure_checkpoint(args.checkpoint)
+        ckpt = None if args.skip_policy else _ensure_checkpoint(args.checkpoint)
         out_dir = Path(args.out).parent if args.out else Path("outputs/bench")
         out_dir.mkdir(parents=True, exist_ok=True)
         trace = out_dir / "ros_trace.jsonl"
         params = dict(p.split(":=", 1) for p in args.param)
-        for name, cp in (("echo (no inference)", None), (f"policy_node ({ckpt})", ckpt)):
+        runs = [("echo (no inference)", None)] + ([] if ckpt is None else [(f"policy_node ({ckpt})", ckpt)])
+        for name, cp in runs:
             print(f"graph: sim_node + {name}, {args.seconds:g} s")
             row = {
                 "graph": name,
@@ -247,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
                     out_dir / "ros_graph.log",
                     trace if cp else None,
                     params if cp else None,
+                    args.warmup,
+                    dict(p.split(":=", 1) for p in args.robot_param),
+                    args.realtime,
                 ),
             }
             results["graph"].append(row)
@@ -265,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
                 "obs_to_cmd_ms_p99",
                 "dropped_late_actions",
                 "load_1min",
+                "realtime_priority",
             ],
         )
         parts = [r for r in results["graph"] if "encode_ms_p50" in r]
@@ -277,8 +320,9 @@ def run(args: argparse.Namespace) -> int:
                     *(f"{p}_ms_{q}" for p in ("image_decode", "encode", "denoise") for q in ("p50", "p99")),
                 ],
             )
-        fps = json.loads((Path(ckpt) / "config.json").read_text()).get("fps", 20.0)
-        results["stages"] = _stages(trace, args.plot, out_dir, float(fps))
+        if ckpt is not None:
+            fps = json.loads((Path(ckpt) / "config.json").read_text()).get("fps", 20.0)
+            results["stages"] = _stages(trace, args.plot, out_dir, float(fps))
     path = save_results("ros", results, args.out)
     print(f"saved {path}")
     return 0

@@ -66,6 +66,12 @@ class RobotNode(Node):
         ee_site = declare(
             self, "ee_site", "tcp", "end-effector site of the description MJCF (target_pose IK)"
         )
+        latency_window_s = declare(
+            self,
+            "latency_window_s",
+            60.0,
+            "diagnostics: command latency percentiles cover the commands of the last this many seconds",
+        )
         self.target_frames = {"", declare(self, "target_frame", "world", "frame_id accepted on target_pose")}
         given = {}
         for key, doc in ARM_PARAMETERS.items():
@@ -109,6 +115,7 @@ class RobotNode(Node):
             on_captures=self._publish_captures,
             arm_kwargs=kwargs,
             ee_site=ee_site,
+            latency_window_s=latency_window_s,
         )
         self.create_service(Trigger, conv.ESTOP, self._srv_estop)
         self.create_service(Trigger, conv.ESTOP_RESET, self._srv_estop_reset)

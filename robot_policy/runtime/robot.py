@@ -77,14 +77,20 @@ class RobotRuntime:
         on_captures: Callable[[dict[str, Capture]], None] | None = None,
         arm_kwargs: dict[str, Any] | None = None,
         ee_site: str = "tcp",
+        latency_window_s: float = 60.0,
     ):
+        if not latency_window_s > 0:
+            raise ValueError(f"latency_window_s must be > 0 seconds, got {latency_window_s}")
         self.hw = hw
         self.on_sample = on_sample
         self.arm = make_arm(hw, **(arm_kwargs or {}))
         self.ctl = ArmController(self.arm, clock, on_tick=self._on_tick, on_stall=on_stall)
         self.period = 1.0 / hw.control_hz
         self.cameras: dict[str, tuple[Camera, int]] = {}
-        self.cmd_latency: collections.deque = collections.deque(maxlen=2000)
+        # (arrival, latency) of recent commands; diagnostics cover the last latency_window_s, so
+        # a start-up transient (DDS discovery, nodes warming up) leaves the figures once past.
+        self.cmd_latency: collections.deque = collections.deque(maxlen=20000)
+        self.latency_window_s = float(latency_window_s)
         self.clock = clock
         self.on_chunk_executed = on_chunk_executed
         self.on_captures = on_captures
@@ -238,7 +244,7 @@ class RobotRuntime:
 
     def note_command_stamp(self, latency: float) -> None:
         """Arrival minus the header stamp of a command (observation-to-command latency)."""
-        self.cmd_latency.append(latency)
+        self.cmd_latency.append((self.clock(), latency))
 
     def estop(self) -> None:
         self.ctl.estop()
@@ -282,7 +288,8 @@ class RobotRuntime:
     # -- diagnostics ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         st = self.ctl.status()
-        lat = np.asarray(self.cmd_latency, dtype=np.float64)
+        since = self.clock() - self.latency_window_s
+        lat = np.asarray([v for t, v in list(self.cmd_latency) if t >= since], dtype=np.float64)
         st["cmd_latency_n"] = int(lat.size)
         for q in (50, 90, 99):
             st[f"cmd_latency_ms_p{q}"] = f"{np.percentile(lat, q) * 1e3:.1f}" if lat.size else "nan"
