@@ -318,3 +318,43 @@ def test_cli_reward_train_from_a_frames_file(tmp_path, capsys):
     assert json.loads((tmp_path / "clf" / "classifier.json").read_text())["report"]["recall"] > 0.8
     assert clf.reward({"state": np.array([2.0, 0, 0], np.float32)}) == 1.0
     assert main(["hil", "reward", "train", "--frames", str(tmp_path / "missing.safetensors")]) == 2
+
+
+def test_rejected_successes_retrain_the_classifier_out_of_its_false_positives():
+    """A classifier trained where success and failure differ in x only calls every large-x state
+    success. The human rejects those where the task is not done (y < 0): no reward, the episode
+    goes on, and after ``relabel_every`` rejections the retrained classifier rejects them itself
+    while still recognising real successes."""
+    from robot_policy.hil.rl.relabel import VerifiedClassifier
+
+    rng = np.random.default_rng(0)
+    n_eps, t = 30, 20
+    label = np.zeros((n_eps, t), np.float32)
+    label[:, 12:] = 1.0
+    x = np.where(label > 0, rng.uniform(1.5, 2.5, label.shape), rng.uniform(-2.0, 0.0, label.shape))
+    y = np.where(label > 0, rng.uniform(0.5, 1.5, label.shape), rng.uniform(-1.5, 1.5, label.shape))
+    frames = {
+        "label": label.reshape(-1),
+        "episode": np.repeat(np.arange(n_eps), t),
+        "state": np.stack([x, y], -1).reshape(-1, 2).astype(np.float32),
+    }
+    clf, _ = train_classifier(frames, RewardConfig(inputs="state", hidden=16, steps=300))
+
+    def obs(a, b):
+        return {"state": np.array([a, b], np.float32)}
+
+    fooled = [obs(2.0 + 0.1 * k, -1.0 - 0.05 * k) for k in range(5)]
+    assert all(clf.reward(o) == 1.0 for o in fooled)  # the adversary's target
+    logs = []
+    verified = VerifiedClassifier(clf, frames, relabel_every=5, log=logs.append)
+    for o in fooled:
+        assert verified(o, False) == (0.0, False)  # rejected: no reward, the episode goes on
+    assert len(verified.retrains) == 1 and "retrained with 5 rejected" in logs[-1]
+    assert verified.classifier is not clf
+    assert verified.classifier.reward(obs(2.1, -1.1)) == 0.0
+    assert verified(obs(2.0, 1.0), True) == (1.0, True)  # a real success still counts
+    assert verified(obs(-1.0, 0.0), False) == (0.0, False)
+    summary = verified.summary()
+    assert summary["human_rejections"] == 5 and summary["confirmed_successes"] == 1
+    with pytest.raises(ValueError, match="relabel_every"):
+        VerifiedClassifier(clf, frames, relabel_every=0)

@@ -127,12 +127,8 @@ def test_human_takes_over_from_a_drifting_policy_and_every_step_is_recorded(hil)
     first_plan = int(np.flatnonzero(np.isfinite(proposal[:, 0]))[0])
     assert first_plan < 10 and np.isfinite(proposal[first_plan:]).all()
 
-    # The arm follows the human at once: on the first flagged step the executed action already
-    # departs from what the (drifting) policy proposed for that step.
     follow = [s for s in starts if s > first_plan]
     assert follow
-    for s in follow:
-        assert action[s, 0] < proposal[s, 0] - 0.02, (s, action[s - 1 : s + 1, 0], proposal[s - 1 : s + 1, 0])
 
     # No jump anywhere, handbacks included: consecutive executed commands move at most as far as
     # the velocity limits allow in one control period. (Frames next to a gap the recorder flagged,
@@ -182,6 +178,10 @@ def test_human_takes_over_from_a_drifting_policy_and_every_step_is_recorded(hil)
     moved = np.diff(action[:, 0], prepend=np.nan)
     from_policy = [s for s in follow if source[s - 1] == 0]
     assert from_policy, (follow, source)
+    # The arm follows the human at once: on the first flagged step the executed action already
+    # departs from what the (drifting) policy proposed for that step.
+    for s in from_policy:
+        assert action[s, 0] < proposal[s, 0] - 0.02, (s, action[s - 1 : s + 1, 0], proposal[s - 1 : s + 1, 0])
     assert (moved[from_policy] < -0.02).all(), [(s, moved[s]) for s in from_policy]
     before = [s - 1 for s in from_policy]
     assert (moved[before] > -0.02).all(), [(s, moved[s]) for s in before]

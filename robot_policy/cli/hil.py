@@ -203,6 +203,7 @@ def _reward_train(args: argparse.Namespace) -> int:
             print(f"error: no labelled frames at {args.frames} (omit --frames to collect them in simulation)")
             return 2
         frames = load_frames(args.frames)
+        save_frames(out / "frames.safetensors", frames)  # beside the classifier: `hil run` relabels with them
     else:
         mode = "state" if cfg.inputs == "state" else "image"
         kw = {"image_size": args.image_size, "cameras": ("wrist",)} if mode == "image" else {}

@@ -40,6 +40,8 @@ from robot_policy.hil.rl.agent import RLConfig, SACAgent, rlpd_sizes
 from robot_policy.hil.rl.buffer import ReplayBuffer, add_transitions
 from robot_policy.hil.rl.envs import make_rl_env
 from robot_policy.hil.rl.human import HumanConfig, SimulatedHuman
+from robot_policy.hil.rl.relabel import VerifiedClassifier
+from robot_policy.hil.rl.report import markdown_table, plot_curves
 
 MODES = ("hil_serl", "rlif", "bc")
 
@@ -74,6 +76,11 @@ class ExperimentConfig:
     """Folder of a trained classifier (``hil reward train``); empty: train one on the run's env."""
     classifier_episodes: int = 30
     """Labelled episodes for the classifier trained in the run."""
+    verify_success: bool = True
+    """The (simulated) human checks each success the classifier declares: a false one gives no
+    reward, does not end the episode and becomes a negative example (hil/rl/relabel.py)."""
+    relabel_every: int = 10
+    """Rejected successes between two retrainings of the classifier (with verify_success)."""
     eval_every: int = 1500
     """Env steps between curve evaluations (policy alone)."""
     curve_episodes: int = 10
@@ -175,9 +182,13 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
     env, eval_env = make_env(cfg), make_env(cfg)
     rng = np.random.default_rng(cfg.seed)
 
+    verified = isinstance(classifier, VerifiedClassifier)
+
     def reward_fn(next_obs, success):
         if mode == "rlif":
             return 0.0, bool(success)
+        if verified:
+            return classifier(next_obs, success)
         if classifier is not None:
             r = classifier.reward(next_obs)
             return r, r > 0 or bool(success)  # a false positive ends the episode like a real one
@@ -206,6 +217,7 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
         if recorder is not None:
             recorder.begin(env)
         pending, ret, n_int, ep_len, success = None, 0.0, 0, 0, False
+        rejected_before = len(classifier.rejected) if verified else 0
         for _ in range(env.max_steps):
             intervening, started = human.update(env)
             if pending is not None:
@@ -244,6 +256,8 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
                 "length": ep_len,
                 # The reward said success but the simulator did not: a classifier false positive.
                 "reward_false_positive": bool(done and not success),
+                # Successes the classifier declared and the human rejected (verify_success).
+                "rejected_successes": (len(classifier.rejected) - rejected_before) if verified else 0,
             }
         )
         ep += 1
@@ -293,14 +307,23 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
         "updates": n_updates,
         "updates_per_s": n_updates / max(update_s, 1e-9),
         "reward_false_positive_episodes": sum(e["reward_false_positive"] for e in curves["episodes"]),
+        **(classifier.summary() if verified else {}),
     }
 
 
 def _ensure_classifier(cfg: ExperimentConfig, log):
-    from robot_policy.hil.rl.reward import RewardConfig, SuccessClassifier, collect_frames, train_classifier
+    from robot_policy.hil.rl.reward import (
+        RewardConfig,
+        SuccessClassifier,
+        collect_frames,
+        load_frames,
+        save_frames,
+        train_classifier,
+    )
 
     if cfg.classifier:
-        return SuccessClassifier.load(cfg.classifier), None
+        saved = Path(cfg.classifier) / "frames.safetensors"  # written by `hil reward train`
+        return SuccessClassifier.load(cfg.classifier), None, (load_frames(saved) if saved.exists() else None)
     env = make_env(cfg)
     log(f"reward classifier: collecting {cfg.classifier_episodes} labelled episodes (seeds 50000+)")
     frames = collect_frames(env, cfg.classifier_episodes, progress=cfg.progress)
@@ -308,11 +331,12 @@ def _ensure_classifier(cfg: ExperimentConfig, log):
     inputs = "image" if cfg.obs_mode == "image" else "state"
     clf, report = train_classifier(frames, RewardConfig(inputs=inputs), progress=cfg.progress)
     clf.save(Path(cfg.out) / "classifier", report)
+    save_frames(Path(cfg.out) / "classifier" / "frames.safetensors", frames)  # for relabelling later
     log(
         f"reward classifier ({inputs}): threshold {report.threshold:.3f}, held-out precision {report.precision:.3f}, "
         f"recall {report.recall:.3f}, false-positive rate {report.false_positive_rate:.4f}"
     )
-    return clf, report
+    return clf, report, frames
 
 
 def run_experiment(cfg: ExperimentConfig, log=print) -> dict:
@@ -333,9 +357,11 @@ def run_experiment(cfg: ExperimentConfig, log=print) -> dict:
     for mode in [m for m in ("hil_serl", "rlif") if m in cfg.modes]:
         clf = None
         if mode == "hil_serl" and cfg.reward == "classifier":
-            clf, report = _ensure_classifier(cfg, log)
+            clf, report, frames = _ensure_classifier(cfg, log)
             if report is not None:
                 results["classifier"] = asdict(report)
+            if cfg.verify_success:
+                clf = VerifiedClassifier(clf, frames, cfg.relabel_every, log=log)
         t = time.perf_counter()
         res = run_rl(cfg, mode, clf, recorder if mode == "hil_serl" else None, log)
         res["seconds"] = time.perf_counter() - t
@@ -374,61 +400,6 @@ def run_experiment(cfg: ExperimentConfig, log=print) -> dict:
 def _write(out: Path, results: dict, log) -> None:
     (out / "curves.json").write_text(json.dumps(results, indent=1))
     plot_curves(results, out / "curves.png")
-
-
-def _smooth(x: list[float], k: int = 10) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    if len(x) == 0:
-        return x
-    c = np.cumsum(np.insert(x, 0, 0.0))
-    lo = np.maximum(0, np.arange(1, len(x) + 1) - k)
-    return (c[1:] - c[lo]) / (np.arange(1, len(x) + 1) - lo)
-
-
-def plot_curves(results: dict, path: Path) -> None:
-    """Success rate (policy alone, held-out), intervention rate and return over env steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for mode, r in results["runs"].items():
-        if "curves" not in r:  # bc: one number
-            axes[0].axhline(r["final"]["success_rate"], ls="--", color="gray", label=f"{mode} (final)")
-            continue
-        ev, eps = r["curves"]["eval"], r["curves"]["episodes"]
-        line = axes[0].plot(
-            [e["env_steps"] for e in ev], [e["success_rate"] for e in ev], marker="o", label=mode
-        )
-        xs = [e["env_steps"] for e in eps]
-        axes[0].plot(
-            xs,
-            _smooth([float(e["success"]) for e in eps]),
-            ls=":",
-            color=line[0].get_color(),
-            label=f"{mode}: training episodes (with the human)",
-        )
-        axes[1].plot(xs, _smooth([e["intervention_rate"] for e in eps]), label=mode)
-        axes[2].plot(xs, _smooth([e["return"] for e in eps]), label=mode)
-    titles = (
-        "success: policy alone, held-out (dotted: training episodes)",
-        "intervention rate (share of steps, 10-ep mean)",
-        "training return (10-ep mean)",
-    )
-    for ax, title in zip(axes, titles):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("env steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[1].set_ylim(-0.02, 1.02)
-    fig.suptitle(
-        f"{results['config']['env']} ({results['config']['obs_mode']} obs), {results['config']['demos']} demos"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def learner_throughput(
@@ -472,26 +443,3 @@ def learner_throughput(
         "transitions_per_s": updates * (n_on + n_off) / dt,
         "torch_threads": torch.get_num_threads(),
     }
-
-
-def markdown_table(results: dict) -> str:
-    """The final numbers of every mode as a markdown table (for docs/results.md)."""
-    lines = [
-        "| mode | success, policy alone | 95% Wilson | interventions: share of steps, first -> last 10% of episodes | env steps | updates | updates/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for mode, r in results["runs"].items():
-        f = r["final"]
-        lo, hi = f["ci95"]
-        interv = (
-            f"{r['intervention_rate_first_10pct']:.2f} -> {r['intervention_rate_last_10pct']:.2f}"
-            if "intervention_rate_last_10pct" in r
-            else "-"
-        )
-        steps = r["curves"]["episodes"][-1]["env_steps"] if "curves" in r else "-"
-        ups = f"{r['updates_per_s']:.0f}" if "updates_per_s" in r else "-"
-        lines.append(
-            f"| {mode} | {f['successes']}/{f['episodes']} | {100 * lo:.0f}-{100 * hi:.0f}% | {interv} | {steps} | "
-            f"{r.get('updates', '-')} | {ups} |"
-        )
-    return "\n".join(lines)
