@@ -143,17 +143,19 @@ def collect_demos(env, cfg: ExperimentConfig, reward_fn, recorder=None) -> tuple
         env.expert_takeover()
         if recorder is not None:
             recorder.begin(env)
+        reached = False
         for _ in range(env.max_steps):
             a = env.expert_action(obs)
             nxt, success, info = env.step(a)
+            reached |= bool(success)
             if recorder is not None:
                 recorder.add(env, intervened=True)
             r, done = reward_fn(nxt, success)
             ts.append(_transition(obs, a, r, nxt, done, False, False))
             obs = nxt
-            if done or success:
+            if done:  # the reward's verdict ends it (a classifier may see the success a step later)
                 break
-        ok += success
+        ok += reached
         if recorder is not None:
             recorder.end(demo=True)
     return _stack(ts), ok
@@ -190,8 +192,10 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
         if verified:
             return classifier(next_obs, success)
         if classifier is not None:
+            # Only the classifier ends the episode, as on a robot: a false positive ends it like a
+            # real success, and a success it misses is not a terminal worth nothing (it goes on).
             r = classifier.reward(next_obs)
-            return r, r > 0 or bool(success)  # a false positive ends the episode like a real one
+            return r, r > 0
         return float(success), bool(success)
 
     agent = SACAgent(dataclasses.replace(cfg.rl, obs_mode=cfg.obs_mode), env.obs_spec, env.action_dim)
@@ -216,7 +220,7 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
         human.reset()
         if recorder is not None:
             recorder.begin(env)
-        pending, ret, n_int, ep_len, success = None, 0.0, 0, 0, False
+        pending, ret, n_int, ep_len, success, reached = None, 0.0, 0, 0, False, False
         rejected_before = len(classifier.rejected) if verified else 0
         for _ in range(env.max_steps):
             intervening, started = human.update(env)
@@ -227,6 +231,7 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
                 add_transitions(online, offline, pending)
             a = env.expert_action(obs) if intervening else agent.act(obs, deterministic=False)
             nxt, success, _ = env.step(a)
+            reached |= bool(success)
             if recorder is not None:
                 recorder.add(env, intervened=intervening)
             r, done = reward_fn(nxt, success)
@@ -240,7 +245,7 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
                     credit -= 1.0
                     n_updates += 1
                 update_s += time.perf_counter() - t0
-            if done or success or step >= cfg.env_steps:
+            if done or step >= cfg.env_steps:
                 break
         ret += float(pending["reward"][0])
         add_transitions(online, offline, pending)
@@ -249,7 +254,7 @@ def run_rl(cfg: ExperimentConfig, mode: str, classifier=None, recorder=None, log
         curves["episodes"].append(
             {
                 "env_steps": step,
-                "success": bool(success),
+                "success": reached,
                 "intervention_rate": n_int / ep_len,
                 "interventions": human.interventions,
                 "return": ret,

@@ -57,9 +57,11 @@ class VerifiedClassifier:
             )
 
     def __call__(self, next_obs: dict[str, np.ndarray], success: bool) -> tuple[float, bool]:
-        """(reward, episode done) for one transition, as the experiment's reward functions."""
+        """(reward, episode done) for one transition, as the experiment's reward functions. The
+        human judges only what the classifier declares (the episode ending in front of them);
+        a success it misses is not rewarded and the episode goes on, as on the robot."""
         if self.classifier.reward(next_obs) <= 0:
-            return 0.0, bool(success)
+            return 0.0, False
         if success:
             self.confirmed += 1
             return 1.0, True

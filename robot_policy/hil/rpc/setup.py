@@ -67,8 +67,9 @@ def reward_function(mode: str, classifier=None) -> Callable[[dict, bool], tuple[
         if mode == "rlif":
             return 0.0, bool(success)
         if mode == "classifier":
+            # Only the classifier ends the episode, as on a robot (hil/rl/experiment.py).
             r = classifier.reward(next_obs)
-            return r, r > 0 or bool(success)
+            return r, r > 0
         return float(success), bool(success)
 
     return reward_fn
@@ -91,6 +92,7 @@ class SimSource:
         self.human.reset()
         self.pending: dict[str, np.ndarray] | None = None
         self.ep = {"seed": self.seed, "return": 0.0, "steps": 0, "intervention_steps": 0}
+        self.reached = False  # the task was done at some step (a classifier may confirm it later)
         self.seed += 1
 
     def _emit(self, out: list) -> None:
@@ -115,14 +117,15 @@ class SimSource:
         action = info.get("executed_action", action)
         intervening = bool(info.get("intervened", intervening))
         r, done = self.reward_fn(next_obs, success)
+        self.reached |= bool(success)
         self.pending = _transition(obs, action, r, next_obs, done, intervening, started)
         self.ep["steps"] += 1
         self.ep["intervention_steps"] += int(intervening)
         self.obs = next_obs
-        if done or success or info.get("timeout"):
+        if done or info.get("timeout"):
             self._emit(out)
             self.obs = None
-            return out, {**self.ep, "success": bool(success), "interventions": self.human.interventions}
+            return out, {**self.ep, "success": self.reached, "interventions": self.human.interventions}
         return out, None
 
 
