@@ -271,3 +271,38 @@ def test_eval_cli_serves_a_transic_checkpoint_through_the_engine(tmp_path, preci
     assert res["transic"]["gate_fire_rate"] == 1.0 and res["transic"]["mean_residual_norm_rad"] > 0
     assert main([*argv, "--json", str(out), "--transic-mode", "off"]) == 0
     assert json.loads(out.read_text())["transic"]["gate_fire_rate"] == 0.0
+
+
+def test_evaluation_draws_the_same_sampler_noise_per_episode_seed(tmp_path):
+    """Common random numbers: the same checkpoint evaluated twice on the same seeds (eager and
+    through the engine, with other draws in between) plans the same chunks, so an A/B difference
+    in a benchmark is the policies', not the noise's; other seeds give other noise."""
+    from robot_policy.evaluation.rollout import evaluate
+    from robot_policy.inference import EngineConfig
+    from robot_policy.inference.engine import InferenceEngine
+    from robot_policy.policies import load
+
+    policy = load(tiny_base(tmp_path / "base"))
+    engine = InferenceEngine(policy, EngineConfig(device="cpu", precision="fp32"))
+
+    def planned(served, seed):
+        seen, inner = [], served.predict
+
+        def recording(*a, **k):
+            chunk = inner(*a, **k)
+            seen.append(np.array(chunk.actions))
+            return chunk
+
+        served.predict = recording
+        try:
+            torch.randn(7)  # other draws before the evaluation must not matter
+            with torch.no_grad():
+                evaluate(policy, "tabletop", 2, seed=seed, progress=False, predictor=served)
+        finally:
+            del served.predict
+        return seen
+
+    for served in (policy, engine):
+        a, b, c = planned(served, 5), planned(served, 5), planned(served, 6)
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert not np.allclose(a[0], c[0])

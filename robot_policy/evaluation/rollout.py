@@ -139,6 +139,8 @@ def evaluate(
     ``predictor`` serves the actions (default: ``policy`` itself, with ``num_steps`` and
     ``sampler``; e.g. an ``InferenceEngine`` wrapping it); ``serving`` says how chunks execute.
     """
+    import torch
+
     from robot_policy.sim import make_env
 
     cfg = policy.config
@@ -170,6 +172,12 @@ def evaluate(
     for i in it:
         frames = [] if video_dir and i < max_video_episodes else None
         predictor.reset()
+        # Common random numbers: the sampler's noise restarts from the episode's seed, so two
+        # policies (or two runs of one) evaluated on the same seeds differ only by the policies.
+        torch.manual_seed(seed + i)
+        reseed = getattr(predictor, "reseed", None)
+        if reseed is not None:
+            reseed(seed + i)
         r = run_episode(
             predict, env, seed + i, keys, cfg.n_obs_steps, cfg.n_action_steps, serving, video=frames
         )

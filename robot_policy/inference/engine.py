@@ -409,6 +409,11 @@ class InferenceEngine:
         """New episode: nothing per-episode is kept (graphs and buffers stay)."""
         self.policy.reset()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the sampler's noise from ``seed`` (evaluations: every policy compared on an
+        episode draws the same noise there, so A/B differences are the policies')."""
+        self._gen.manual_seed(int(seed))
+
     def memory(self) -> dict:
         """Peak GPU memory (MB) on CUDA; empty on CPU."""
         if not self.cuda:

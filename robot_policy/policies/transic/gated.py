@@ -78,6 +78,12 @@ class GatedPolicy:
     def reset(self) -> None:
         self.predictor.reset()
 
+    def reseed(self, seed: int) -> None:
+        """The base's sampler noise from ``seed`` (see ``InferenceEngine.reseed``)."""
+        reseed = getattr(self.predictor, "reseed", None)
+        if reseed is not None:
+            reseed(seed)
+
     def to(self, device):
         self.base.to(device)
         self.head.to(device)
