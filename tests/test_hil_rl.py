@@ -358,3 +358,27 @@ def test_rejected_successes_retrain_the_classifier_out_of_its_false_positives():
     assert summary["human_rejections"] == 5 and summary["confirmed_successes"] == 1
     with pytest.raises(ValueError, match="relabel_every"):
         VerifiedClassifier(clf, frames, relabel_every=0)
+
+
+def test_rejected_frames_keep_the_labelled_frames_layout_for_an_image_classifier():
+    """An image classifier's labelled frames also carry the state: a rejected frame is stored
+    with every key they have, so the retraining set concatenates (a crash here once ended a run)."""
+    from robot_policy.hil.rl.relabel import VerifiedClassifier
+    from robot_policy.hil.rl.reward import SuccessClassifier
+
+    cfg = RewardConfig(inputs="image", encoder_width=4, features=8, hidden=16, steps=5)
+    clf = SuccessClassifier(cfg, 2, ["cam"])
+    n = 12
+    frames = {
+        "label": np.array([0.0, 1.0] * (n // 2), np.float32),
+        "episode": np.repeat(np.arange(n // 2), 2),
+        "state": np.zeros((n, 2), np.float32),
+        "image/cam": np.zeros((n, 16, 16, 3), np.uint8),
+    }
+    verified = VerifiedClassifier(clf, frames, relabel_every=100, log=lambda *_: None)
+    obs = {"state": np.ones(2, np.float32), "cam_rgb": np.full((16, 16, 3), 7, np.uint8)}
+    verified.rejected.append(verified._frame(obs))
+    data = verified.training_frames()
+    assert set(data) == set(frames)
+    assert len({len(v) for v in data.values()}) == 1 and len(data["label"]) > n
+    assert data["label"][n:].max() == 0.0 and (data["image/cam"][n:] == 7).all()

@@ -71,12 +71,16 @@ class VerifiedClassifier:
         return 0.0, False
 
     def _frame(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        frame = {}
-        if self.classifier.use_state:
-            frame["state"] = np.asarray(obs["state"], np.float32)
-        for c in self.classifier.cameras:
-            frame[f"image/{c}"] = np.asarray(obs[f"{c}_rgb"])
-        return frame
+        """The observation in the labelled frames' layout (every key they have, whatever the
+        classifier reads: an image classifier's frames also carry the state)."""
+        keys = [k for k in self.frames if k not in ("label", "episode")] if self.frames is not None else []
+        if not keys:
+            keys = (["state"] if self.classifier.use_state else []) + [
+                f"image/{c}" for c in self.classifier.cameras
+            ]
+        return {
+            k: np.asarray(obs["state"] if k == "state" else obs[f"{k.split('/', 1)[1]}_rgb"]) for k in keys
+        }
 
     def training_frames(self) -> dict[str, np.ndarray]:
         """The labelled frames plus every rejected one as a negative, oversampled to
