@@ -379,6 +379,7 @@ def test_rejected_frames_keep_the_labelled_frames_layout_for_an_image_classifier
     obs = {"state": np.ones(2, np.float32), "cam_rgb": np.full((16, 16, 3), 7, np.uint8)}
     verified.rejected.append(verified._frame(obs))
     data = verified.training_frames()
-    assert set(data) == set(frames)
-    assert len({len(v) for v in data.values()}) == 1 and len(data["label"]) > n
-    assert data["label"][n:].max() == 0.0 and (data["image/cam"][n:] == 7).all()
+    assert set(data) == set(frames) | {"hard"}
+    assert len({len(v) for v in data.values()}) == 1 and len(data["label"]) == n + 1
+    assert data["label"][n] == 0.0 and (data["image/cam"][n] == 7).all()
+    assert data["hard"].tolist() == [False] * n + [True]

@@ -9,9 +9,9 @@ say so. :class:`VerifiedClassifier` plays that part:
 - a success the human rejects gives reward 0 and does not end the episode;
 - the rejected frame becomes a labelled negative (the human's word, the simulator's flag here);
 - every ``relabel_every`` new rejections the classifier is retrained from scratch on its
-  labelled frames plus all rejected ones, oversampled so they make up ``hard_negative_share`` of
-  the negatives (a few dozen corrections would otherwise vanish among thousands of frames), and
-  the threshold is chosen again on validation episodes that include rejected frames.
+  labelled frames plus all rejected ones, which make up ``hard_negative_share`` of every batch's
+  negatives (a few dozen corrections would otherwise vanish among thousands of frames), and the
+  threshold is chosen again on validation episodes that include rejected frames.
 
 Every rejection is one label from the human; the run reports how many it took.
 """
@@ -19,7 +19,6 @@ Every rejection is one label from the human; the run reports how many it took.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -73,7 +72,11 @@ class VerifiedClassifier:
     def _frame(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The observation in the labelled frames' layout (every key they have, whatever the
         classifier reads: an image classifier's frames also carry the state)."""
-        keys = [k for k in self.frames if k not in ("label", "episode")] if self.frames is not None else []
+        keys = (
+            [k for k in self.frames if k not in ("label", "episode", "hard")]
+            if self.frames is not None
+            else []
+        )
         if not keys:
             keys = (["state"] if self.classifier.use_state else []) + [
                 f"image/{c}" for c in self.classifier.cameras
@@ -83,34 +86,32 @@ class VerifiedClassifier:
         }
 
     def training_frames(self) -> dict[str, np.ndarray]:
-        """The labelled frames plus every rejected one as a negative, oversampled to
-        ``hard_negative_share`` of the negatives; each rejection is its own episode, so the
+        """The labelled frames plus every rejected one as a negative, marked ``hard`` (drawn as
+        ``hard_share`` of each batch's negatives); each rejection is its own episode, so the
         split spreads them over train, validation (the threshold) and test (the report)."""
         base = self.frames
         assert base is not None
         n = len(self.rejected)
-        negatives = int((base["label"] < 0.5).sum())
-        share = self.hard_negative_share
-        copies = max(1, math.ceil(share * negatives / ((1.0 - share) * n)))
         first = int(base["episode"].max()) + 1
         out = {}
         for k, v in base.items():
             if k == "label":
-                extra = np.zeros(n * copies, v.dtype)
+                extra = np.zeros(n, v.dtype)
             elif k == "episode":
-                extra = np.repeat(np.arange(first, first + n, dtype=v.dtype), copies)
+                extra = np.arange(first, first + n, dtype=v.dtype)
+            elif k == "hard":
+                continue
             else:
-                extra = np.repeat(
-                    np.stack([np.asarray(r[k], v.dtype) for r in self.rejected]), copies, axis=0
-                )
+                extra = np.stack([np.asarray(r[k], v.dtype) for r in self.rejected])
             out[k] = np.concatenate([v, extra])
+        out["hard"] = np.concatenate([np.zeros(len(base["label"]), bool), np.ones(n, bool)])
         return out
 
     def retrain(self) -> None:
         cfg: RewardConfig = dataclasses.replace(
             self.classifier.cfg, seed=self.classifier.cfg.seed + len(self.retrains) + 1
         )
-        clf, report = train_classifier(self.training_frames(), cfg)
+        clf, report = train_classifier(self.training_frames(), cfg, hard_share=self.hard_negative_share)
         self._used = len(self.rejected)
         self.classifier = clf
         entry = {

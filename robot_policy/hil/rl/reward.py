@@ -248,9 +248,14 @@ def metrics(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, 
 
 
 def train_classifier(
-    frames: dict[str, np.ndarray], cfg: RewardConfig, progress: bool = False
+    frames: dict[str, np.ndarray], cfg: RewardConfig, progress: bool = False, hard_share: float = 0.0
 ) -> tuple[SuccessClassifier, ClassifierReport]:
-    """Train on labelled frames, choose the threshold on validation episodes, report on test ones."""
+    """Train on labelled frames, choose the threshold on validation episodes, report on test ones.
+
+    ``frames["hard"]`` (optional bool per frame) marks hard negatives, e.g. successes a human
+    rejected: ``hard_share`` of every batch's negative half is drawn from the training ones, so a
+    few dozen of them weigh against thousands of ordinary frames. Validation and test count each
+    frame once."""
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -263,7 +268,10 @@ def train_classifier(
     if "state" in frames:
         clf.mean.copy_(torch.as_tensor(frames["state"][tr].mean(0)))
         clf.std.copy_(torch.as_tensor(frames["state"][tr].std(0)).clamp_min(1e-3))
-    pos_idx, neg_idx = np.flatnonzero(tr & (label > 0.5)), np.flatnonzero(tr & (label < 0.5))
+    hard = frames["hard"].astype(bool) if "hard" in frames else np.zeros(len(label), bool)
+    pos_idx, neg_idx = np.flatnonzero(tr & (label > 0.5)), np.flatnonzero(tr & (label < 0.5) & ~hard)
+    hard_idx = np.flatnonzero(tr & (label < 0.5) & hard)
+    n_hard = int(round(hard_share * (cfg.batch_size // 2))) if len(hard_idx) else 0
     if len(pos_idx) == 0 or len(neg_idx) == 0:
         raise ValueError(
             f"training episodes need both labels: {len(pos_idx)} positive, {len(neg_idx)} negative frames"
@@ -273,8 +281,13 @@ def train_classifier(
     t0 = time.perf_counter()
     clf.train()
     for _ in tqdm(range(cfg.steps), desc="reward classifier", disable=not progress):
+        half = cfg.batch_size // 2
         idx = np.concatenate(
-            [rng.choice(pos_idx, cfg.batch_size // 2), rng.choice(neg_idx, cfg.batch_size // 2)]
+            [
+                rng.choice(pos_idx, half),
+                rng.choice(neg_idx, half - n_hard),
+                rng.choice(hard_idx, n_hard) if n_hard else np.zeros(0, np.int64),
+            ]
         )
         batch = {k: torch.as_tensor(frames[k][idx]) for k in keys}
         loss = nn.functional.binary_cross_entropy_with_logits(clf(batch), torch.as_tensor(label[idx]))
