@@ -131,6 +131,9 @@ def corrected_rollout(policy, env, expert, corrector, hw, seed: int, settle: int
     sched = ChunkScheduler(RECEDING_HORIZON.scheduler_for(cfg.n_action_steps), dt=dt)
     safety = SafetyLayer(hw)
     obs, _ = env.reset(seed=seed)
+    import torch
+
+    torch.manual_seed(seed)  # the policy's sampler noise from the episode's seed: reproducible collections
     expert.reset(seed)
     corrector.reset()
     policy.reset()
