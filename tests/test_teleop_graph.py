@@ -170,21 +170,19 @@ def test_human_takes_over_from_a_drifting_policy_and_every_step_is_recorded(hil)
     assert compared > 0.8 * (n - first_plan), (compared, n)
     assert not wrong, (wrong, flags.astype(int))
     # ... and the flags are what the arm did, on both sides of each takeover from the policy: on
-    # the first flagged step joint 1 already moves the human's way (down, at the velocity limit:
-    # the expert took over because the policy pushed it up); on the step before, the policy's, it
-    # did not. A takeover recorded one step early or late fails one of the two. (A takeover that
-    # ends a handback or a hold, sources 2 and 3, starts from where the human's earlier command left
-    # the arm, not from the policy's drift: how far its first step moves is not fixed.)
-    moved = np.diff(action[:, 0], prepend=np.nan)
+    # the step before (the policy's) the arm executed the policy's plan for that step; on the
+    # first flagged step it already did not (the human's command departs from the drifting plan).
+    # A takeover recorded one step late fails the first check, one step early the second. (A
+    # takeover that ends a handback or a hold, sources 2 and 3, starts from where the human's
+    # earlier command left the arm: off the plan on both sides, so it tells nothing here. How far
+    # the human's first step moves is not checked: right after the start the policy has barely
+    # drifted and the expert's first correction is small.)
     from_policy = [s for s in follow if source[s - 1] == 0]
     assert from_policy, (follow, source)
-    # The arm follows the human at once: on the first flagged step the executed action already
-    # departs from what the (drifting) policy proposed for that step.
     for s in from_policy:
-        assert action[s, 0] < proposal[s, 0] - 0.02, (s, action[s - 1 : s + 1, 0], proposal[s - 1 : s + 1, 0])
-    assert (moved[from_policy] < -0.02).all(), [(s, moved[s]) for s in from_policy]
-    before = [s - 1 for s in from_policy]
-    assert (moved[before] > -0.02).all(), [(s, moved[s]) for s in before]
+        where = (s, action[s - 1 : s + 1, 0], proposal[s - 1 : s + 1, 0])
+        assert abs(action[s - 1, 0] - proposal[s - 1, 0]) < 0.005, where
+        assert action[s, 0] < proposal[s, 0] - 0.02, where
     # In the policy's steps the executed action is its plan; in the human's it is not.
     gap = np.abs(action[:, 0] - proposal[:, 0])
     assert np.median(gap[first_plan:][~flags[first_plan:]]) < np.median(gap[flags])
