@@ -35,6 +35,15 @@ node's forward-command output is remapped here (without an arbiter it drives the
 POLICY_TRAJECTORY = "/policy/joint_trajectory"
 """trajectory_msgs/JointTrajectory: the policy's chunks when an arbiter runs (the policy node's
 trajectory output is remapped here; the arbiter forwards them to the robot)."""
+POLICY_ANNOTATIONS = "/policy/annotations"
+"""trajectory_msgs/JointTrajectory beside each published plan, with the plan's header (stamp and
+``frame_id`` tag) and time grid: ``joint_names`` are annotation names, each point's ``positions``
+their values for that action (a TRANSIC policy's ``TRANSIC_KEYS``). The robot echoes the tag of
+the plan in force on ``/joint_commands``, so the recorder files each executed action's values."""
+TRANSIC_KEYS = ("transic_gate", "transic_gate_prob", "transic_residual_norm")
+"""Per executed action of a TRANSIC policy: gate applied (1/0), gate probability, norm of the
+applied residual (rad). Recorded with ``record_transic``; -1 for the probability (and 0 for the
+others) where the step was not commanded by a TRANSIC plan (before the first, a human's)."""
 ARBITER_STEP = "/arbiter/step"
 """sensor_msgs/JointState named ``key/i`` (like ``/sim/observation``), one per executed step,
 stamped with the recorder frame it belongs to: ``intervention``, ``policy_action``, ``source``,
@@ -147,6 +156,8 @@ def parse_seed(message: str) -> int:
 __all__ = [
     "ARBITER_RESET",
     "ARBITER_STEP",
+    "POLICY_ANNOTATIONS",
+    "TRANSIC_KEYS",
     "DIAGNOSTICS",
     "ESTOP",
     "ESTOP_RESET",

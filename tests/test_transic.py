@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from robot_policy import conventions as conv
 from robot_policy.hil.transic import (
     BaseMismatchError,
     GatedPolicy,
@@ -183,6 +184,29 @@ def test_checkpoint_round_trip_and_wrong_base_hash_rejected(tmp_path):
         load_gated(tmp_path / "tr")
 
 
+def test_ensemble_averages_its_heads_and_round_trips(tmp_path):
+    from robot_policy.policies.transic.model import HeadEnsemble
+
+    with pytest.raises(ValueError, match="ensemble"):
+        TransicConfig(ensemble=0)
+    cfg = TransicConfig(hidden_dims=[16], residual_bound=[0.1], ensemble=2)
+    # one member fires (p=0.88), one does not (p=0.12): the mean 0.5 is above the 0.3 threshold;
+    # residuals +tanh(1) and -tanh(0.5) (normalized) average to their midpoint
+    ens = HeadEnsemble([_head_with_bias(2.0, 1.0, cfg), _head_with_bias(-2.0, -0.5, cfg)])
+    out = ens(torch.zeros(3, 32), torch.zeros(3, 8))
+    assert torch.allclose(torch.sigmoid(out["gate_logit"]), torch.full((3,), 0.5), atol=1e-5)
+    mid = (np.tanh(1.0) - np.tanh(0.5)) / 2
+    assert torch.allclose(out["normalized_residual"], torch.full((3, 7), mid, dtype=torch.float32), atol=1e-5)
+    assert torch.allclose(out["residual"], out["normalized_residual"] * 0.1, atol=1e-6)
+    base_dir = tiny_base(tmp_path / "base")
+    save_transic(ens, cfg, base_dir, tmp_path / "ens")
+    g = load_gated(tmp_path / "ens")
+    assert isinstance(g.head, HeadEnsemble) and len(g.head.members) == 2
+    obs = {k: np.zeros((2, d), np.float32) for k, d in KEYS.items()}
+    d = g.decide(obs, np.zeros((4, 8), np.float32))
+    assert d["gate"].all() and np.allclose(d["residual"], mid * 0.1, atol=1e-5)
+
+
 def test_train_from_corrections_collected_in_the_target_world(tmp_path):
     """collect (real sim, the scripted human) -> two-stage train -> report -> gated eval."""
     from robot_policy.evaluation.rollout import evaluate
@@ -202,6 +226,16 @@ def test_train_from_corrections_collected_in_the_target_world(tmp_path):
     with torch.no_grad():
         r = evaluate(g, "tabletop", 1, randomization="target_world", progress=False, predictor=g)
     assert r["episodes"] == 1 and g.totals["actions"] > 0
+    # an ensemble: member m trains from seed + m, so member 0 is the single head above
+    from dataclasses import replace
+
+    train_transic(
+        base_dir, tmp_path / "c.zarr", tmp_path / "ens", replace(cfg, ensemble=2), log=lambda s: None
+    )
+    ens = load_gated(tmp_path / "ens").head
+    for k, v in g.head.state_dict().items():
+        assert torch.equal(ens.members[0].state_dict()[k], v)
+    assert not torch.equal(ens.members[1].trunk[0].weight, ens.members[0].trunk[0].weight)
 
 
 def test_target_world_lies_outside_the_training_randomization():
@@ -251,6 +285,63 @@ def test_gated_policy_runs_through_the_ros_graph(tmp_path):
         raise
     finally:
         g.close()
+
+
+@pytest.mark.ros
+def test_recorded_episodes_carry_the_gate_decision_of_each_executed_action(tmp_path):
+    """The policy node publishes each plan's decisions under the plan's tag; the recorder files
+    them with the executed action the robot reports under that tag."""
+    pytest.importorskip("rclpy")
+    from ros_graph import Graph, private_domain, wait_until
+    from sensor_msgs.msg import JointState
+
+    from robot_policy.data import EpisodeStore
+
+    base_dir = tiny_base(tmp_path / "base")
+    cfg = TransicConfig(hidden_dims=[16], residual_bound=[0.05])
+    head = _head_with_bias(-1.0, 1.0, cfg)
+    with torch.no_grad():  # a gate that fires where the base's joint-0 action is positive
+        head.trunk[0].weight.zero_()
+        head.trunk[0].bias.zero_()
+        head.trunk[0].weight[0, head.feature_dim] = 10.0
+        head.gate.weight[0, 0] = 10.0
+    save_transic(head, cfg, base_dir, tmp_path / "tr")
+    private_domain()
+    dataset = tmp_path / "rec.zarr"
+    g = Graph(
+        "sim.launch.xml",
+        {"checkpoint": str(tmp_path / "tr"), "dataset": str(dataset), "record_transic": "true"},
+        tmp_path / "graph.log",
+    )
+    try:
+        c = g.client
+        c.subscribe("/joint_commands", JointState, keep=200)
+        # The robot holds (untagged commands) until the first plan lands; record from there on.
+        wait_until(
+            lambda: any(m.header.frame_id.startswith("/policy:") for m in c.messages("/joint_commands")),
+            60,
+            "a plan of the policy executed by the sim robot",
+        )
+        assert c.call("/recorder/start").success
+        n0 = c.count("/joint_commands")
+        wait_until(lambda: c.count("/joint_commands") > n0 + 60, 60, "60 executed actions")
+        r = c.call("/recorder/stop")
+        assert r.success, r.message
+    except BaseException:
+        print(g.log())
+        raise
+    finally:
+        g.close()
+    with EpisodeStore.open(dataset) as store:
+        ep = store.get_episode(0, ["action", *conv.TRANSIC_KEYS])
+    gate, prob, norm = (ep[k].reshape(-1) for k in conv.TRANSIC_KEYS)
+    decided = prob >= 0
+    assert decided.mean() > 0.9  # the policy's plans commanded (nearly) every step
+    # both decisions occur, and each frame's values come from one and the same action
+    assert 0 < gate[decided].mean() < 1
+    assert np.array_equal(gate[decided] == 1, prob[decided] > cfg.gate_threshold)
+    expected = np.tanh(1.0) * 0.05 * np.sqrt(7)
+    assert np.allclose(norm[gate == 1], expected, atol=1e-4) and np.all(norm[gate == 0] == 0)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

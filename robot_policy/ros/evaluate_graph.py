@@ -99,6 +99,10 @@ def session_launch(
             args["dataset"] = str(Path(dataset).resolve())
         if hw.simulated:
             args["seed"] = str(seed)
+        from robot_policy.policies.transic.checkpoint import is_transic_checkpoint
+
+        if any(is_transic_checkpoint(src) for src in sources):  # its gate decisions, per step
+            args["record_transic"] = "true"
         name = "launch/sim.launch.xml" if hw.simulated else "launch/real.launch.xml"
         desc = parse_launch_file(resources.shipped_file(name), args)
         for node in desc.nodes:

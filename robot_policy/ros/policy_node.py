@@ -14,12 +14,13 @@ import threading
 import time
 from collections import deque
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from robot_policy import conventions as conv
 from robot_policy.inference.scheduler import SchedulerConfig
@@ -137,6 +138,12 @@ class PolicyNode(Node):
         # Image message -> array, per frame: on /diagnostics as image_decode_ms_p50/p90/p99.
         self._decode_ms: deque = deque(maxlen=2000)
         self.pub_traj = self.create_publisher(JointTrajectory, conv.TRAJECTORY, COMMAND_QOS)
+        # A policy with per-action decisions (TRANSIC) publishes them beside each plan, under the
+        # plan's tag (header frame_id), which the robot echoes on /joint_commands.
+        self.pub_notes = None
+        if hasattr(self.runner.policy, "annotations"):
+            self.pub_notes = self.create_publisher(JointTrajectory, conv.POLICY_ANNOTATIONS, COMMAND_QOS)
+        self._plans = 0
         self.pub_diag = self.create_publisher(DiagnosticArray, conv.DIAGNOSTICS, 10)
         self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, SENSOR_QOS)
         cams = {conv.camera_of(k) for k in keys if conv.is_image_key(k)}
@@ -272,18 +279,37 @@ class PolicyNode(Node):
                 if plan is not None:
                     trace = self.runner.last_trace
                     msg = convert.chunk_to_trajectory(plan, self.hw.command_names, now, origin=plan.obs_stamp)
+                    self._plans += 1
+                    msg.header.frame_id = f"{self.get_fully_qualified_name()}:{self._plans}"
                     # Stamped as the call starts: over shared memory the robot can have the
                     # message before publish() returns. The call itself counts as transport.
                     trace.publish = now_s(self)
                     self.pub_traj.publish(msg)
                     with self._trace_lock:
                         self.runner.traces.published(trace)
+                    if self.pub_notes is not None:
+                        self._publish_annotations(plan, msg)
             if time.monotonic() >= next_t:
                 next_t += dt
                 if time.monotonic() - next_t > dt:
                     next_t = time.monotonic() + dt  # fell behind: no burst of catch-up ticks
             self._wake.wait(max(0.0, next_t - time.monotonic()))
             self._wake.clear()
+
+    def _publish_annotations(self, plan, traj: JointTrajectory) -> None:
+        """The plan's per-action decisions on /policy/annotations, with its header and time grid."""
+        # The plan is cut from the chunk answering plan.obs_stamp, which started one period later.
+        notes = self.runner.policy.annotations(plan.obs_stamp + self.runner.dt, plan.times())
+        msg = JointTrajectory()
+        msg.header = traj.header
+        msg.joint_names = list(notes)
+        values = np.stack([np.asarray(v, np.float64) for v in notes.values()], -1)
+        for pt, row in zip(traj.points, values):
+            out = JointTrajectoryPoint()
+            out.positions = row.tolist()
+            out.time_from_start = pt.time_from_start
+            msg.points.append(out)
+        self.pub_notes.publish(msg)
 
     def _publish_diagnostics(self) -> None:
         with self._trace_lock:

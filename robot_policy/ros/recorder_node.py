@@ -12,6 +12,8 @@ episode.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -19,6 +21,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from robot_policy import conventions as conv
 from robot_policy.ros import convert
@@ -83,6 +86,13 @@ class RecorderNode(Node):
             "record the arbiter's per-step /arbiter/step: 'intervention' (the executed action was the "
             "human's) and 'policy_action' (what the policy proposed); replaces record_intervention",
         )
+        self.record_transic = declare(
+            self,
+            "record_transic",
+            False,
+            "record a TRANSIC policy's per-action decisions (/policy/annotations) beside each executed "
+            "action: transic_gate, transic_gate_prob, transic_residual_norm",
+        )
         hz = self.hw.control_hz
         state_keys = conv.joint_state_keys(gripper=bool(self.hw.gripper_joint))
         streams = [Stream(conv.JOINT_STATES, state_keys, rate=hz)]
@@ -92,7 +102,9 @@ class RecorderNode(Node):
         ]
         if record_state:
             streams.append(Stream(conv.SIM_OBSERVATION, [], rate=hz, required=False))
-        streams.append(Stream(conv.JOINT_COMMANDS, ["action"], rate=hz, mode="next"))
+        # The plan's decisions travel with the command they belong to (same sample, same frame).
+        cmd_keys = ["action", *(conv.TRANSIC_KEYS if self.record_transic else ())]
+        streams.append(Stream(conv.JOINT_COMMANDS, cmd_keys, rate=hz, mode="next"))
         if record_arbiter:
             # Stamped with the frame each executed step answers: flags and proposals land on
             # exactly their frames (the Bool below is stamped on arrival).
@@ -134,6 +146,9 @@ class RecorderNode(Node):
 
         self.create_subscription(JointState, conv.JOINT_STATES, self._on_js, RECORD_QOS)
         self.create_subscription(JointState, conv.JOINT_COMMANDS, self._on_cmd, RECORD_QOS)
+        self._notes: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        if self.record_transic:
+            self.create_subscription(JointTrajectory, conv.POLICY_ANNOTATIONS, self._on_notes, RECORD_QOS)
         if record_state:
             self.create_subscription(JointState, conv.SIM_OBSERVATION, self._on_state, RECORD_QOS)
         if record_arbiter:
@@ -230,11 +245,41 @@ class RecorderNode(Node):
         self.pub_diag.publish(msg)
 
     def _on_cmd(self, msg: JointState) -> None:
-        self._add(
-            conv.JOINT_COMMANDS,
-            convert.from_time(msg.header.stamp),
-            {"action": np.asarray(msg.position, np.float32)},
-        )
+        stamp = convert.from_time(msg.header.stamp)
+        values = {"action": np.asarray(msg.position, np.float32)}
+        if self.record_transic:
+            values.update(self._notes_at(msg.header.frame_id, stamp))
+        self._add(conv.JOINT_COMMANDS, stamp, values)
+
+    def _on_notes(self, msg: JointTrajectory) -> None:
+        """Keep the last plans' annotations by tag (a plan is in force for well under a second)."""
+        names = list(msg.joint_names)
+        if sorted(names) != sorted(conv.TRANSIC_KEYS):
+            self.get_logger().error(
+                f"/policy/annotations names {names}, expected {list(conv.TRANSIC_KEYS)}",
+                throttle_duration_sec=5.0,
+            )
+            return
+        order = [names.index(k) for k in conv.TRANSIC_KEYS]
+        origin = convert.from_time(msg.header.stamp)
+        times = np.array([origin + convert.from_duration(p.time_from_start) for p in msg.points])
+        values = np.array([np.asarray(p.positions)[order] for p in msg.points], np.float32).reshape(-1, 3)
+        self._notes[msg.header.frame_id] = (times, values)
+        while len(self._notes) > 64:
+            self._notes.popitem(last=False)
+
+    def _notes_at(self, tag: str, stamp: float) -> dict[str, np.ndarray]:
+        """The decisions of the plan tagged ``tag`` for the action executed at ``stamp``; "no
+        decision" (gate 0, probability -1) for a step no known plan commanded (a hold, a human)."""
+        row = np.array([0.0, -1.0, 0.0], np.float32)
+        plan = self._notes.get(tag) if tag else None
+        if plan is not None and len(plan[0]):
+            times, values = plan
+            i = int(np.argmin(np.abs(times - stamp)))
+            dt = 1.0 / self.hw.control_hz
+            if abs(times[i] - stamp) <= dt:
+                row = values[i]
+        return {k: row[j : j + 1].copy() for j, k in enumerate(conv.TRANSIC_KEYS)}
 
     def _on_state(self, msg: JointState) -> None:
         self._add(conv.SIM_OBSERVATION, convert.from_time(msg.header.stamp), convert.named_vector_to_obs(msg))

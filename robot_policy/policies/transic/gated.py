@@ -15,6 +15,7 @@ on ``/diagnostics``) and in :attr:`last`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -52,6 +53,9 @@ class GatedPolicy:
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.last: dict[str, float] = {}
+        # Per-action decisions of the last few chunks, by start time: the policy node publishes
+        # them beside each plan (``annotations``), the recorder files them per executed action.
+        self._chunks: deque = deque(maxlen=8)
         self.totals = {"actions": 0, "gated": 0, "flips": 0, "residual_sum": 0.0}
 
     # ---- Predictor protocol ---------------------------------------------------------------
@@ -131,7 +135,27 @@ class GatedPolicy:
         cmd = compose(actions, d["residual"], d["flip"], d["gate"], self.mode)
         applied = d["gate"] if self.mode == "gated" else np.ones(len(actions), bool)
         self._note(applied, d["residual"], d["gate_prob"], d["flip"] & applied)
+        values = np.stack(
+            [applied.astype(np.float32), d["gate_prob"], np.linalg.norm(d["residual"], axis=-1) * applied], -1
+        )
+        self._chunks.append((float(chunk.start_time), float(chunk.dt), values.astype(np.float32)))
         return ActionChunk(actions=cmd, start_time=chunk.start_time, dt=chunk.dt)
+
+    def annotations(self, start_time: float, times: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-action decisions (``conventions.TRANSIC_KEYS``) of the chunk that started at
+        ``start_time``, at execution ``times`` (a plan cut from it). Times outside that chunk,
+        or a chunk no longer kept, read as "no decision" (gate 0, probability -1, residual 0)."""
+        from robot_policy.conventions import TRANSIC_KEYS
+
+        times = np.asarray(times, dtype=np.float64)
+        out = np.tile(np.array([0.0, -1.0, 0.0], np.float32), (len(times), 1))
+        for start, dt, values in reversed(self._chunks):
+            if abs(start - start_time) <= 0.25 * dt:
+                idx = np.round((times - start) / dt).astype(int)
+                ok = (idx >= 0) & (idx < len(values))
+                out[ok] = values[idx[ok]]
+                break
+        return {k: out[:, i] for i, k in enumerate(TRANSIC_KEYS)}
 
     def _note(self, applied, residual, gate_prob, flips) -> None:
         # The first action is the one executed now: that is the decision reported.
