@@ -111,7 +111,9 @@ class ResidualGate(nn.Module):
         # Small initial residuals: an untrained head leaves the base policy nearly unchanged.
         nn.init.zeros_(self.residual.weight)
         nn.init.zeros_(self.residual.bias)
-        self.register_buffer("bound", torch.tensor(np.asarray(bounds), dtype=torch.float32).reshape(self.n_joints))
+        self.register_buffer(
+            "bound", torch.tensor(np.asarray(bounds), dtype=torch.float32).reshape(self.n_joints)
+        )
 
     def residual_parameters(self) -> list[nn.Parameter]:
         """What stage one trains (and stage two must leave untouched)."""
