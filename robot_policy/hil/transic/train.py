@@ -185,6 +185,10 @@ def train_transic(
     from robot_policy.policies.transic.checkpoint import save_transic
 
     t0 = time.perf_counter()
+    # Seeded before the base is built (its construction draws from torch's generator), as
+    # before ensembles existed: a single head trains exactly as the results in docs/ were made.
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     base = load(base_dir)
     for p in base.parameters():
         p.requires_grad_(False)
@@ -209,9 +213,9 @@ def train_transic(
     )
     members, l1, l2 = [], [], []
     for m in range(int(cfg.ensemble)):
-        # Each member its own seed: initialization, batches and the gate's balancing subsample.
-        torch.manual_seed(cfg.seed + m)
-        rng = np.random.default_rng(cfg.seed + m)
+        if m:  # each further member its own seed: initialization, batches, balancing subsample
+            torch.manual_seed(cfg.seed + m)
+            rng = np.random.default_rng(cfg.seed + m)
         who = f" (head {m + 1}/{cfg.ensemble})" if cfg.ensemble > 1 else ""
         head = ResidualGate(data["features"].shape[1], base.config.action_dim, bounds, cfg)
         log(
