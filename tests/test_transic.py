@@ -184,29 +184,6 @@ def test_checkpoint_round_trip_and_wrong_base_hash_rejected(tmp_path):
         load_gated(tmp_path / "tr")
 
 
-def test_ensemble_averages_its_heads_and_round_trips(tmp_path):
-    from robot_policy.policies.transic.model import HeadEnsemble
-
-    with pytest.raises(ValueError, match="ensemble"):
-        TransicConfig(ensemble=0)
-    cfg = TransicConfig(hidden_dims=[16], residual_bound=[0.1], ensemble=2)
-    # one member fires (p=0.88), one does not (p=0.12): the mean 0.5 is above the 0.3 threshold;
-    # residuals +tanh(1) and -tanh(0.5) (normalized) average to their midpoint
-    ens = HeadEnsemble([_head_with_bias(2.0, 1.0, cfg), _head_with_bias(-2.0, -0.5, cfg)])
-    out = ens(torch.zeros(3, 32), torch.zeros(3, 8))
-    assert torch.allclose(torch.sigmoid(out["gate_logit"]), torch.full((3,), 0.5), atol=1e-5)
-    mid = (np.tanh(1.0) - np.tanh(0.5)) / 2
-    assert torch.allclose(out["normalized_residual"], torch.full((3, 7), mid, dtype=torch.float32), atol=1e-5)
-    assert torch.allclose(out["residual"], out["normalized_residual"] * 0.1, atol=1e-6)
-    base_dir = tiny_base(tmp_path / "base")
-    save_transic(ens, cfg, base_dir, tmp_path / "ens")
-    g = load_gated(tmp_path / "ens")
-    assert isinstance(g.head, HeadEnsemble) and len(g.head.members) == 2
-    obs = {k: np.zeros((2, d), np.float32) for k, d in KEYS.items()}
-    d = g.decide(obs, np.zeros((4, 8), np.float32))
-    assert d["gate"].all() and np.allclose(d["residual"], mid * 0.1, atol=1e-5)
-
-
 def test_train_from_corrections_collected_in_the_target_world(tmp_path):
     """collect (real sim, the scripted human) -> two-stage train -> report -> gated eval."""
     from robot_policy.evaluation.rollout import evaluate
@@ -226,16 +203,6 @@ def test_train_from_corrections_collected_in_the_target_world(tmp_path):
     with torch.no_grad():
         r = evaluate(g, "tabletop", 1, randomization="target_world", progress=False, predictor=g)
     assert r["episodes"] == 1 and g.totals["actions"] > 0
-    # an ensemble: member m trains from seed + m, so member 0 is the single head above
-    from dataclasses import replace
-
-    train_transic(
-        base_dir, tmp_path / "c.zarr", tmp_path / "ens", replace(cfg, ensemble=2), log=lambda s: None
-    )
-    ens = load_gated(tmp_path / "ens").head
-    for k, v in g.head.state_dict().items():
-        assert torch.equal(ens.members[0].state_dict()[k], v)
-    assert not torch.equal(ens.members[1].trunk[0].weight, ens.members[0].trunk[0].weight)
 
 
 def test_target_world_lies_outside_the_training_randomization():

@@ -24,12 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robot_policy.policies.transic.model import (
-    HeadEnsemble,
-    ResidualGate,
-    TransicConfig,
-    balanced_indices,
-)
+from robot_policy.policies.transic.model import ResidualGate, TransicConfig, balanced_indices
 
 NORMALIZED_TARGET_LIMIT = 0.97
 """Residual targets are clipped to this fraction of the bound (tanh never reaches 1)."""
@@ -146,7 +141,7 @@ def train_stage_two(head: ResidualGate, data: dict, idx: np.ndarray, cfg, rng) -
 
 @torch.no_grad()
 def evaluate_head(
-    head: ResidualGate | HeadEnsemble, data: dict, idx: np.ndarray, bounds: np.ndarray, threshold: float
+    head: ResidualGate, data: dict, idx: np.ndarray, bounds: np.ndarray, threshold: float
 ) -> dict:
     """Gate precision/recall/accuracy and residual error on the steps ``idx``."""
     if not len(idx):
@@ -185,8 +180,6 @@ def train_transic(
     from robot_policy.policies.transic.checkpoint import save_transic
 
     t0 = time.perf_counter()
-    # Seeded before the base is built (its construction draws from torch's generator), as
-    # before ensembles existed: a single head trains exactly as the results in docs/ were made.
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     base = load(base_dir)
@@ -211,22 +204,11 @@ def train_transic(
         f"corrections: {len(episodes)} episodes, {len(data['intervention'])} steps, "
         f"{int(data['intervention'].sum())} intervention steps; {n_val} episodes held out"
     )
-    members, l1, l2 = [], [], []
-    for m in range(int(cfg.ensemble)):
-        if m:  # each further member its own seed: initialization, batches, balancing subsample
-            torch.manual_seed(cfg.seed + m)
-            rng = np.random.default_rng(cfg.seed + m)
-        who = f" (head {m + 1}/{cfg.ensemble})" if cfg.ensemble > 1 else ""
-        head = ResidualGate(data["features"].shape[1], base.config.action_dim, bounds, cfg)
-        log(
-            f"stage 1{who}: residual + gripper flip on {len(iv_idx)} intervention steps, "
-            f"{cfg.residual_steps} steps"
-        )
-        l1.append(train_stage_one(head, data, nres, flip, iv_idx, cfg, rng))
-        log(f"stage 2{who}: gate on {len(train_idx)} steps (balanced by subsampling), {cfg.gate_steps} steps")
-        l2.append(train_stage_two(head, data, train_idx, cfg, rng))
-        members.append(head)
-    head = members[0] if len(members) == 1 else HeadEnsemble(members).eval()
+    head = ResidualGate(data["features"].shape[1], base.config.action_dim, bounds, cfg)
+    log(f"stage 1: residual + gripper flip on {len(iv_idx)} intervention steps, {cfg.residual_steps} steps")
+    l1 = train_stage_one(head, data, nres, flip, iv_idx, cfg, rng)
+    log(f"stage 2: gate on {len(train_idx)} steps (balanced by subsampling), {cfg.gate_steps} steps")
+    l2 = train_stage_two(head, data, train_idx, cfg, rng)
     report = {
         "base": str(Path(base_dir).resolve()),
         "data": str(Path(data_path).resolve()),
@@ -234,9 +216,8 @@ def train_transic(
         "held_out_episodes": [int(e) for e in val_eps],
         "train": evaluate_head(head, data, train_idx, bounds, cfg.gate_threshold),
         "held_out": evaluate_head(head, data, val_idx, bounds, cfg.gate_threshold),
-        "stage1_final_loss": float(np.mean([np.mean(c[-50:]) for c in l1])),
-        "stage2_final_loss": float(np.mean([np.mean(c[-50:]) for c in l2])),
-        "ensemble": int(cfg.ensemble),
+        "stage1_final_loss": float(np.mean(l1[-50:])),
+        "stage2_final_loss": float(np.mean(l2[-50:])),
         "seconds": time.perf_counter() - t0,
     }
     save_transic(head, cfg, base_dir, out, report)

@@ -4,8 +4,7 @@ A folder holds::
 
     config.json        {"format": "robot_policy.transic", "format_version": 1, "transic": {...TransicConfig},
                         "base": {"path": ABS_PATH, "sha256": HEX}, "feature_dim": C, "action_dim": A}
-    model.safetensors  the head's weights (trunk, residual, gripper flip, gate; per-joint bounds);
-                       an ensemble's members under ``members.<m>.``
+    model.safetensors  the head's weights (trunk, residual, gripper flip, gate; per-joint bounds)
     report.json        training report (gate precision/recall on held-out episodes, residual error)
 
 The base checkpoint is not copied: it is found by path and must hash to the recorded sha256
@@ -24,7 +23,7 @@ import torch
 
 from robot_policy.config import ConfigError, from_dict, to_dict
 from robot_policy.policies.checkpoint import CheckpointError
-from robot_policy.policies.transic.model import HeadEnsemble, ResidualGate, TransicConfig, build_head
+from robot_policy.policies.transic.model import ResidualGate, TransicConfig
 
 FORMAT = "robot_policy.transic"
 FORMAT_VERSION = 1
@@ -60,11 +59,7 @@ def is_transic_checkpoint(path: str | Path) -> bool:
 
 
 def save_transic(
-    head: ResidualGate | HeadEnsemble,
-    cfg: TransicConfig,
-    base_dir: str | Path,
-    out: str | Path,
-    report: dict | None = None,
+    head: ResidualGate, cfg: TransicConfig, base_dir: str | Path, out: str | Path, report: dict | None = None
 ) -> Path:
     """Write the folder; config.json last (a folder with a config is complete)."""
     from safetensors.torch import save_file
@@ -121,7 +116,7 @@ def read_transic_config(path: str | Path) -> dict:
 
 def load_head(
     path: str | Path, base: str | Path | None = None, device: str = "cpu"
-) -> tuple[ResidualGate | HeadEnsemble, TransicConfig, Path]:
+) -> tuple[ResidualGate, TransicConfig, Path]:
     """Load the head and check its base: returns (head, config, base folder).
 
     ``base`` overrides the recorded base path (a moved checkpoint); its hash must still match.
@@ -151,7 +146,7 @@ def load_head(
     import numpy as np
 
     n_joints = int(data["action_dim"]) - 1
-    head = build_head(int(data["feature_dim"]), int(data["action_dim"]), np.ones(n_joints), cfg)
+    head = ResidualGate(int(data["feature_dim"]), int(data["action_dim"]), np.ones(n_joints), cfg)
     try:
         sd = load_file(str(path / "model.safetensors"))
         head.load_state_dict(sd)

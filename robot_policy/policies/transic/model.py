@@ -58,13 +58,7 @@ class TransicConfig:
     val_episodes: int = 2
     """Correction episodes held out for the report (gate precision/recall, residual error)."""
     seed: int = 0
-    """Seeds initialization, batches and the balancing subsample (member ``m`` of an ensemble
-    uses ``seed + m``)."""
-    ensemble: int = 1
-    """Independently trained heads (seeds ``seed``, ``seed + 1``, ...) whose residuals and
-    gate/flip probabilities are averaged at deployment. With 20 corrected episodes one head's
-    success moved by ~5 episodes of 30 with its training seed alone (docs/results.md); the
-    average of several is steadier. Training time grows linearly; inference stays negligible."""
+    """Seeds initialization, batches and the balancing subsample."""
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -73,8 +67,6 @@ class TransicConfig:
             raise ValueError(
                 f"TransicConfig.residual_bound must be positive numbers, got {self.residual_bound}"
             )
-        if int(self.ensemble) < 1:
-            raise ValueError(f"TransicConfig.ensemble must be at least 1 head, got {self.ensemble}")
         if not 0.0 < self.gate_threshold < 1.0:
             raise ValueError(f"TransicConfig.gate_threshold must be in (0, 1), got {self.gate_threshold}")
 
@@ -143,41 +135,6 @@ class ResidualGate(nn.Module):
 
     def forward(self, obs_features: torch.Tensor, base_naction: torch.Tensor | None = None) -> dict:
         return self.heads(self.features(obs_features, base_naction))
-
-
-class HeadEnsemble(nn.Module):
-    """Several :class:`ResidualGate` heads trained from different seeds, used as one.
-
-    The residual is the members' mean (each is bounded, so the mean is too); the gate and flip
-    probabilities are averaged and returned as logits, so callers threshold them as for a
-    single head.
-    """
-
-    def __init__(self, members: list[ResidualGate]):
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one head")
-        self.members = nn.ModuleList(members)
-        first = members[0]
-        self.feature_dim, self.action_dim, self.n_joints = first.feature_dim, first.action_dim, first.n_joints
-        self.register_buffer("bound", first.bound.clone())
-
-    def forward(self, obs_features: torch.Tensor, base_naction: torch.Tensor | None = None) -> dict:
-        outs = [m(obs_features, base_naction) for m in self.members]
-        mean = {k: torch.stack([o[k] for o in outs]).mean(0) for k in ("normalized_residual", "residual")}
-        for k in ("flip_logit", "gate_logit"):
-            prob = torch.stack([torch.sigmoid(o[k]) for o in outs]).mean(0)
-            mean[k] = torch.logit(prob, eps=1e-6)
-        return mean
-
-
-def build_head(feature_dim: int, action_dim: int, bounds: np.ndarray, cfg: TransicConfig) -> nn.Module:
-    """The deployed head for ``cfg``: one :class:`ResidualGate`, or a :class:`HeadEnsemble`."""
-    if int(cfg.ensemble) == 1:
-        return ResidualGate(feature_dim, action_dim, bounds, cfg)
-    return HeadEnsemble(
-        [ResidualGate(feature_dim, action_dim, bounds, cfg) for _ in range(int(cfg.ensemble))]
-    )
 
 
 def compose(
