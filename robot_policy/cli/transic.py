@@ -37,7 +37,8 @@ def _add_fields(p, cls, skip=(), prefix="") -> None:
     """One flag per dataclass field, help from the field's docstring."""
     from robot_policy.config import field_docs
 
-    docs = field_docs(cls)
+    # argparse %-formats help texts: a literal "80% of" in a docstring would crash --help.
+    docs = {k: v.replace("%", "%%") for k, v in field_docs(cls).items()}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue

@@ -43,6 +43,9 @@ class CollectConfig:
     """Corrector: steps kept once it took over."""
     max_steps: int = 40
     """Corrector: steps after which it hands back regardless."""
+    gripper: bool = False
+    """Corrector: also take over when the policy's gripper command has the other sign than the
+    expert's (closing beside the cube), not only on joint disagreement."""
 
 
 def collect_corrections(base, cfg: CollectConfig, out: str | Path, progress: bool = False) -> dict:
@@ -65,6 +68,7 @@ def collect_corrections(base, cfg: CollectConfig, out: str | Path, progress: boo
             patience=cfg.patience,
             min_steps=cfg.min_steps,
             max_steps=cfg.max_steps,
+            gripper=cfg.gripper,
         ),
         len(hw.joint_names),
     )

@@ -67,6 +67,10 @@ class ScriptedConfig(TeleopConfig):
     """``disagree``: steps after which the expert hands back whatever the policy proposes."""
     agree_steps: int = 3
     """``disagree``: steps of agreement (within half the threshold) before handing back."""
+    gripper: bool = False
+    """``disagree``: also count a gripper command of the other sign (the policy closing where the
+    expert keeps the fingers open, or opening where it holds) as disagreement, as a person
+    watching the fingers would; off: joints only."""
 
     def __post_init__(self) -> None:
         if self.threshold <= 0:
@@ -93,18 +97,21 @@ class Corrector:
         self.last_gap = float("nan")
 
     def update(self, expert: np.ndarray, proposal: np.ndarray | None) -> bool:
-        gap = np.nan
+        gap, grip_differs = np.nan, False
+        c = self.cfg
         if proposal is not None and np.all(np.isfinite(proposal[: self.n])):
             gap = float(np.max(np.abs(np.asarray(proposal[: self.n]) - expert[: self.n])))
+            if c.gripper and len(proposal) > self.n and len(expert) > self.n:
+                grip_differs = bool(np.sign(proposal[self.n]) * np.sign(expert[self.n]) < 0)
         self.last_gap = gap
-        c = self.cfg
         if not self.intervening:
-            self.streak = self.streak + 1 if gap > c.threshold else 0  # NaN (no proposal): no evidence
+            # NaN (no proposal): no evidence either way
+            self.streak = self.streak + 1 if gap > c.threshold or grip_differs else 0
             if self.streak >= c.patience:
                 self.intervening, self.streak, self.steps = True, 0, 0
             return self.intervening
         self.steps += 1
-        self.streak = self.streak + 1 if gap < 0.5 * c.threshold else 0
+        self.streak = self.streak + 1 if gap < 0.5 * c.threshold and not grip_differs else 0
         if self.steps >= c.max_steps or (self.steps >= c.min_steps and self.streak >= c.agree_steps):
             self.intervening, self.streak = False, 0
         return self.intervening
