@@ -242,6 +242,24 @@ def test_corrector_takes_over_on_disagreement_and_hands_back():
     assert not c.update(expert, np.zeros(8))  # 3 steps, 2+ agreeing: hands back
 
 
+@pytest.mark.parametrize("gripper", [False, True])
+def test_corrector_counts_a_gripper_of_the_other_sign_only_when_asked(gripper):
+    from robot_policy.teleop.scripted.device import Corrector, ScriptedConfig
+
+    cfg = ScriptedConfig(
+        intervene="disagree", threshold=0.1, patience=2, min_steps=2, agree_steps=2, gripper=gripper
+    )
+    c = Corrector(cfg, 7)
+    expert = np.r_[np.zeros(7), 1.0]  # fingers open
+    closing = np.r_[np.zeros(7), -1.0]  # joints agree, the policy closes
+    took = [c.update(expert, closing) for _ in range(2)]
+    assert took[-1] is gripper  # two steps of a closing gripper: a takeover only with gripper=True
+    if gripper:
+        assert c.update(expert, closing) and c.update(expert, closing)  # still closing: keeps control
+        assert c.update(expert, expert)  # agreeing once
+        assert not c.update(expert, expert)  # twice, past min_steps: hands back
+
+
 def test_scripted_device_drives_the_sim_expert():
     from robot_policy.sim import make_env
     from robot_policy.teleop import TeleopSession, make_teleop
