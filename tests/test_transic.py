@@ -364,3 +364,29 @@ def test_evaluation_draws_the_same_sampler_noise_per_episode_seed(tmp_path):
         a, b, c = planned(served, 5), planned(served, 5), planned(served, 6)
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
         assert not np.allclose(a[0], c[0])
+
+
+def test_benchmark_runs_every_row_and_pairs_the_episodes(tmp_path):
+    """The whole protocol on a tiny base: every row, Wilson intervals, per-episode outcomes."""
+    from robot_policy.hil.transic.benchmark import ROWS, BenchmarkConfig, run_benchmark, table
+    from robot_policy.pipelines.collect import collect
+
+    base_dir = tiny_base(tmp_path / "base")
+    collect("tabletop", 2, tmp_path / "source_demos.zarr", randomization="default", overwrite=True)
+    cfg = BenchmarkConfig(
+        out=str(tmp_path / "bench"),
+        base=str(base_dir),
+        episodes=2,
+        corrections=2,
+        finetune_steps=2,
+        transic=TransicConfig(hidden_dims=[16], residual_steps=20, gate_steps=10, val_episodes=1),
+    )
+    res = run_benchmark(cfg, log=lambda s: None)
+    assert set(res["results"]) == {key for key, _, _ in ROWS}
+    for row in res["results"].values():
+        assert len(row["per_episode_success"]) == 2 and row["successes"] == sum(row["per_episode_success"])
+        assert 0.0 <= row["ci95"][0] <= row["success_rate"] <= row["ci95"][1] <= 1.0
+    assert res["corrections"]["episodes"] == 2
+    saved = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert saved["results"] == res["results"] and (tmp_path / "bench" / "benchmark.png").is_file()
+    assert len(table(res)) == 2 + len(ROWS)

@@ -53,6 +53,9 @@ class BenchmarkConfig:
     """Evaluation episodes per policy and world."""
     corrections: int = 20
     """Corrected episodes in the target world."""
+    gripper_corrector: bool = True
+    """The simulated human also takes over when the policy's gripper disagrees with the expert's
+    (``transic collect --gripper``); off: on joint disagreement only."""
     finetune_steps: int = 1500
     """HG-DAgger baseline: optimizer steps of fine-tuning the base on demos + corrections."""
     finetune_lr: float = 1e-4
@@ -160,7 +163,12 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
                 progress=cfg.progress,
                 predictor=policy,
             )
-        row = {**_rate(r), "world": world}
+        # Per-episode outcomes (seed order): rows share scenes and noise, so pairs can be compared.
+        row = {
+            **_rate(r),
+            "world": world,
+            "per_episode_success": [bool(e["success"]) for e in r["per_episode"]],
+        }
         if hasattr(policy, "summary"):
             row["transic"] = policy.summary()
         res["results"][name] = row
@@ -185,7 +193,9 @@ def run_benchmark(cfg: BenchmarkConfig, log=print) -> dict:
     corr = out / "corrections.zarr"
     cstats = collect_corrections(
         base,
-        CollectConfig(episodes=cfg.corrections, task=cfg.task, world=cfg.target_world),
+        CollectConfig(
+            episodes=cfg.corrections, task=cfg.task, world=cfg.target_world, gripper=cfg.gripper_corrector
+        ),
         corr,
         cfg.progress,
     )
