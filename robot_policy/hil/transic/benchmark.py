@@ -267,16 +267,19 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    rows = [(f"{n}\n({w})", res["results"][k]) for k, n, w in ROWS if k in res["results"]]
+    # Wrapped names: seven bars share the width, long names would overlap their neighbours.
+    rows = [(textwrap.fill(n, 14) + f"\n({w})", res["results"][k]) for k, n, w in ROWS if k in res["results"]]
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(rows))
     rates = np.array([100 * r["success_rate"] for _, r in rows])
     err = np.array(
         [[rate - 100 * r["ci95"][0], 100 * r["ci95"][1] - rate] for rate, (_, r) in zip(rates, rows)]
     ).T
-    colors = ["#4c72b0" if "source" in lbl else "#dd8452" for lbl, _ in rows]
+    colors = ["#4c72b0" if lbl.endswith("(source)") else "#dd8452" for lbl, _ in rows]
     ax.bar(x, rates, yerr=err, color=colors, capsize=4)
     ax.set_xticks(x, [lbl for lbl, _ in rows], fontsize=7)
     ax.set_ylabel("success (%)")
