@@ -85,7 +85,13 @@ def test_timed_trajectory_moves_the_simulated_fr3_to_its_targets(ctl):
     wait_until(
         lambda: seen.append(_q(ctl)[J1]) or np.abs(_q(ctl) - end).max() < 0.005, "the last point", ctl=ctl
     )
-    assert np.all(np.diff(seen) > -0.002), "joint 1 moved toward the target without going back"
+    # In order (mid, then end): joint 1 never heads back while it approaches the target. The
+    # simulated FR3 follows its target ~80 ms late, so under load it can overshoot by a few mrad
+    # and settle back: bounded separately instead of counted as going back.
+    seen = np.asarray(seen)
+    arrived = int(np.argmax(seen > end[J1] - 0.01)) if np.any(seen > end[J1] - 0.01) else len(seen)
+    assert np.all(np.diff(seen[: arrived + 1]) > -0.002), "joint 1 went back before reaching the target"
+    assert seen.max() - end[J1] < 0.02, f"joint 1 overshot its target by {seen.max() - end[J1]:.4f} rad"
     assert ctl.status()["fault_count"] == 0 and ctl.status()["arm"]["mode"] == "Move"
     wait_until(lambda: ctl.state().position[-1] < 0.005, "the Franka Hand to close", ctl=ctl)
     assert ctl.submit_target(np.append(end, -1.0))

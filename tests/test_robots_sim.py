@@ -109,8 +109,10 @@ def test_grid_and_command_tags_on_a_clock_read_across_delays():
             lambda: reports[-1].command is not None and reports[-1].command_source == "", "an untagged hold"
         )
     stamps = np.array([r.stamp for r in reports if r.command is not None])
-    # After the first reads (the estimate starts from one read's bound), exactly one period.
-    np.testing.assert_allclose(np.diff(stamps[10:]), 1.0 / hw.control_hz, atol=1e-6)
+    # After the first reads (the estimate starts from one read's bound), one period to within
+    # 20 us, against injected delays of up to 3000 us: the estimate still moves to the edge of a
+    # tighter bracket when one comes (7.8 us once in a full-suite run), never by a delay.
+    np.testing.assert_allclose(np.diff(stamps[10:]), 1.0 / hw.control_hz, atol=2e-5)
 
 
 def test_estop_holds_the_simulated_arm_while_the_world_keeps_stepping():

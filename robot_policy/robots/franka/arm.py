@@ -168,6 +168,7 @@ class FrankaArm(Arm):
         self._lost = False
         self._sim: FrankySimServer | None = None
         self._last_sent: np.ndarray | None = None
+        self._last_dq: np.ndarray | None = None
         self._dq_max = np.zeros(7)
         self._brake = np.zeros(7)
         self._mode = "disconnected"
@@ -260,8 +261,6 @@ class FrankaArm(Arm):
         franky = self._franky
         with self._sdk("poll the running motion"):
             self._poll()
-        if self._last_sent is not None and np.array_equal(q, self._last_sent) and not dq.any():
-            return q.copy()  # already the active target: a new motion would only replan
         # Arrive at q moving at dq: planning to stop at every streamed target would make the arm
         # crawl behind a moving target. return_when_finished=False keeps the control loop alive
         # (holding the last target), so the next target takes over without restarting it.
@@ -270,6 +269,15 @@ class FrankaArm(Arm):
         ahead = np.where(dq > 0, self.upper - q, q - self.lower)
         cap = np.minimum(self._dq_max, np.sqrt(2.0 * self._brake * np.maximum(ahead, 0.0)))
         dq = np.clip(dq, -cap, cap)
+        if (
+            self._last_sent is not None
+            and np.array_equal(q, self._last_sent)
+            and np.array_equal(dq, self._last_dq)
+        ):
+            return q.copy()  # already the active motion: a new one would only replan
+        # A target that stops moving (the end of a trajectory) repeats with dq = 0 and must be
+        # sent again: the running motion arrives there still moving at the last slope, and the
+        # arm overshot by up to 0.26 rad on franky-sim before this was resent as "arrive at rest".
         motion = franky.JointMotion(franky.JointState(q, dq), return_when_finished=False)
         with self._sdk("send a JointMotion"):
             try:
@@ -278,7 +286,7 @@ class FrankaArm(Arm):
                 if not _preempted(e):
                     raise
                 self._robot.move(motion, asynchronous=True)  # the stale preemption was re-raised: send again
-        self._last_sent = q.copy()
+        self._last_sent, self._last_dq = q.copy(), dq.copy()
         return q.copy()
 
     def _poll(self) -> None:
