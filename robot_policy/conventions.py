@@ -44,6 +44,8 @@ TRANSIC_KEYS = ("transic_gate", "transic_gate_prob", "transic_residual_norm")
 """Per executed action of a TRANSIC policy: gate applied (1/0), gate probability, norm of the
 applied residual (rad). Recorded with ``record_transic``; -1 for the probability (and 0 for the
 others) where the step was not commanded by a TRANSIC plan (before the first, a human's)."""
+TRANSIC_NO_DECISION = (0.0, -1.0, 0.0)
+"""``TRANSIC_KEYS`` values of a step no TRANSIC plan commanded."""
 ARBITER_STEP = "/arbiter/step"
 """sensor_msgs/JointState named ``key/i`` (like ``/sim/observation``), one per executed step,
 stamped with the recorder frame it belongs to: ``intervention``, ``policy_action``, ``source``,
@@ -158,6 +160,7 @@ __all__ = [
     "ARBITER_STEP",
     "POLICY_ANNOTATIONS",
     "TRANSIC_KEYS",
+    "TRANSIC_NO_DECISION",
     "DIAGNOSTICS",
     "ESTOP",
     "ESTOP_RESET",

@@ -263,7 +263,9 @@ class RecorderNode(Node):
         order = [names.index(k) for k in conv.TRANSIC_KEYS]
         origin = convert.from_time(msg.header.stamp)
         times = np.array([origin + convert.from_duration(p.time_from_start) for p in msg.points])
-        values = np.array([np.asarray(p.positions)[order] for p in msg.points], np.float32).reshape(-1, 3)
+        values = np.array([np.asarray(p.positions)[order] for p in msg.points], np.float32).reshape(
+            -1, len(order)
+        )
         self._notes[msg.header.frame_id] = (times, values)
         while len(self._notes) > 64:
             self._notes.popitem(last=False)
@@ -271,7 +273,7 @@ class RecorderNode(Node):
     def _notes_at(self, tag: str, stamp: float) -> dict[str, np.ndarray]:
         """The decisions of the plan tagged ``tag`` for the action executed at ``stamp``; "no
         decision" (gate 0, probability -1) for a step no known plan commanded (a hold, a human)."""
-        row = np.array([0.0, -1.0, 0.0], np.float32)
+        row = np.array(conv.TRANSIC_NO_DECISION, np.float32)
         plan = self._notes.get(tag) if tag else None
         if plan is not None and len(plan[0]):
             times, values = plan

@@ -145,10 +145,10 @@ class GatedPolicy:
         """Per-action decisions (``conventions.TRANSIC_KEYS``) of the chunk that started at
         ``start_time``, at execution ``times`` (a plan cut from it). Times outside that chunk,
         or a chunk no longer kept, read as "no decision" (gate 0, probability -1, residual 0)."""
-        from robot_policy.conventions import TRANSIC_KEYS
+        from robot_policy.conventions import TRANSIC_KEYS, TRANSIC_NO_DECISION
 
         times = np.asarray(times, dtype=np.float64)
-        out = np.tile(np.array([0.0, -1.0, 0.0], np.float32), (len(times), 1))
+        out = np.tile(np.array(TRANSIC_NO_DECISION, np.float32), (len(times), 1))
         for start, dt, values in reversed(self._chunks):
             if abs(start - start_time) <= 0.25 * dt:
                 idx = np.round((times - start) / dt).astype(int)
